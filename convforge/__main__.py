@@ -1,0 +1,5 @@
+import sys
+
+from convforge.sw.cli import main
+
+sys.exit(main())

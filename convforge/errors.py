@@ -1,0 +1,39 @@
+"""The convforge error family.
+
+Every error raised for bad user input (shapes, files, parameters, unsupported layers)
+is a ``ConvforgeError`` whose message names the offending thing and the fix.
+The CLI prints these without a traceback and exits with status 2.
+"""
+
+
+class ConvforgeError(Exception):
+    """Base class: a problem the user can fix; the message says how."""
+
+
+class ShapeError(ConvforgeError):
+    """A tensor has the wrong shape or dtype for the operation."""
+
+
+class ExportError(ConvforgeError):
+    """A model cannot be expressed in the QGraph (unsupported module, shift out of range,
+    accumulator bound too large)."""
+
+
+class QGraphFormatError(ConvforgeError):
+    """A QGraph file is corrupt, incomplete, or of another format version."""
+
+
+class ConfigError(ConvforgeError):
+    """An EngineConfig, board profile or CLI parameter is out of range."""
+
+
+class SimulationError(ConvforgeError):
+    """A simulator is missing or a hardware simulation could not be built or run."""
+
+
+class DatasetError(ConvforgeError):
+    """A dataset path or annotation file is missing or malformed."""
+
+
+class CheckpointError(ConvforgeError):
+    """A checkpoint file is missing, corrupt, or for another model."""

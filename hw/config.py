@@ -1,0 +1,160 @@
+"""EngineConfig: the one hardware parameter set.
+
+The same frozen dataclass drives the RTL generators, the compiler, the driver, the cycle
+model and every report. It loads from and saves to TOML, and every field is validated
+with a message that names the field and its allowed range.
+
+Board profiles (:mod:`convforge.hw.boards`) carry a default EngineConfig sized for the
+board.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from convforge.errors import ConfigError
+
+#: Depthwise-unit modes that can be built.
+DW_MODES = ("regular", "square", "bilinear")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Accelerator parameters. Units: channels, bits, pixels, MHz."""
+
+    #: Pointwise PE array input-channel parallelism (MAC columns).
+    pe_ci: int = 16
+    #: Pointwise PE array output-channel parallelism (MAC rows).
+    pe_co: int = 16
+    #: Depthwise unit channel lanes (each lane computes 9 MACs per cycle).
+    dw_lanes: int = 16
+    #: Activation width in bits (INTEGER_SPEC §2: 8).
+    act_bits: int = 8
+    #: Weight width in bits for layers after the first (INTEGER_SPEC §2 default 4).
+    w_bits: int = 4
+    #: Weight width of the first layer.
+    first_w_bits: int = 8
+    #: Accumulator width in bits (the compiler proves every layer fits, §6).
+    acc_bits: int = 32
+    #: Bias width in bits (int32, §2).
+    bias_bits: int = 32
+    #: Requant multiplier width (15-bit M, §3) and shift width (S in [0, 62]).
+    m_bits: int = 15
+    s_bits: int = 6
+    #: Line buffer: the widest image row (pixels) the depthwise unit accepts.
+    line_width: int = 256
+    #: Square-deformable maximum dilation D_max (§4; dilation map values 0..D_max).
+    d_max: int = 8
+    #: Bilinear-deformable fractional bits F and offset range R in pixels (§2).
+    frac_bits: int = 4
+    offset_range: int = 7
+    #: Which depthwise modes are built.
+    dw_modes: tuple[str, ...] = DW_MODES
+    #: AXI data width of the DMA in bits.
+    axi_data_bits: int = 128
+    #: Target clock in MHz.
+    clock_mhz: float = 250.0
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, name: str, what: str) -> None:
+            if not cond:
+                raise ConfigError(
+                    f"EngineConfig.{name} = {getattr(self, name)!r}: must be {what}"
+                )
+
+        for name in ("pe_ci", "pe_co", "dw_lanes"):
+            need(isinstance(getattr(self, name), int) and 1 <= getattr(self, name) <= 256,
+                 name, "an integer in [1, 256]")
+        need(self.act_bits == 8, "act_bits", "8 (INTEGER_SPEC v1 activations are 8-bit)")
+        need(2 <= self.w_bits <= 8, "w_bits", "in [2, 8]")
+        need(2 <= self.first_w_bits <= 8, "first_w_bits", "in [2, 8]")
+        need(16 <= self.acc_bits <= 48, "acc_bits", "in [16, 48]")
+        need(self.bias_bits == 32, "bias_bits", "32 (INTEGER_SPEC §2 biases are int32)")
+        need(self.m_bits == 15, "m_bits", "15 (INTEGER_SPEC §3)")
+        need(self.s_bits == 6, "s_bits", "6 (shifts 0..62, INTEGER_SPEC §3)")
+        need(8 <= self.line_width <= 4096, "line_width", "in [8, 4096] pixels")
+        need(1 <= self.d_max <= 15, "d_max", "in [1, 15] pixels")
+        need(1 <= self.frac_bits <= 6, "frac_bits", "in [1, 6]")
+        need(
+            1 <= self.offset_range and self.offset_range * (1 << self.frac_bits) <= 127,
+            "offset_range",
+            f"at least 1 with offset_range * 2**frac_bits <= 127 (int8 offsets, §2); "
+            f"with frac_bits={self.frac_bits} that is <= {127 >> self.frac_bits}",
+        )
+        need(
+            isinstance(self.dw_modes, tuple) and len(self.dw_modes) > 0
+            and all(m in DW_MODES for m in self.dw_modes),
+            "dw_modes", f"a non-empty subset of {DW_MODES}",
+        )
+        need(self.axi_data_bits in (32, 64, 128, 256), "axi_data_bits", "32, 64, 128 or 256")
+        need(10.0 <= self.clock_mhz <= 800.0, "clock_mhz", "in [10, 800] MHz")
+
+    # -- derived figures -----------------------------------------------------------------
+    @property
+    def macs_per_cycle(self) -> int:
+        """Peak MACs per cycle: the PE array plus the depthwise unit's 9 taps per lane."""
+        return self.pe_ci * self.pe_co + 9 * self.dw_lanes
+
+    @property
+    def peak_gops(self) -> float:
+        """Peak throughput, counting a MAC as 2 operations."""
+        return 2 * self.macs_per_cycle * self.clock_mhz / 1e3
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["dw_modes"] = list(self.dw_modes)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> EngineConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown EngineConfig field(s) {', '.join(unknown)}; "
+                f"known fields: {', '.join(sorted(known))}"
+            )
+        data = dict(data)
+        if "dw_modes" in data:
+            data["dw_modes"] = tuple(data["dw_modes"])
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+
+    def to_toml(self) -> str:
+        lines = ["[engine]"]
+        for key, value in self.to_dict().items():
+            if isinstance(value, bool):
+                lines.append(f"{key} = {'true' if value else 'false'}")
+            elif isinstance(value, list):
+                lines.append(f"{key} = [{', '.join(repr(v).replace(chr(39), chr(34)) for v in value)}]")
+            else:
+                lines.append(f"{key} = {value!r}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> EngineConfig:
+        """Load the ``[engine]`` table of a TOML file (or the top level if there is none)."""
+        path = Path(path)
+        try:
+            doc = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: no such config file") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+        return cls.from_dict(doc.get("engine", doc), source=str(path))
+
+    def describe(self) -> str:
+        """A short human-readable block for reports."""
+        return (
+            f"PE array {self.pe_ci}x{self.pe_co} (W{self.w_bits}A{self.act_bits}, acc {self.acc_bits}b), "
+            f"depthwise {self.dw_lanes} lanes x 9 [{', '.join(self.dw_modes)}], "
+            f"line {self.line_width} px, D_max {self.d_max}, F {self.frac_bits}, R {self.offset_range}, "
+            f"{self.clock_mhz:g} MHz, peak {self.peak_gops:.1f} GOPS"
+        )
