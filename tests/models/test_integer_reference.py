@@ -135,7 +135,7 @@ def test_rshift_round_is_round_half_up_arithmetic():
             assert rshift_round(v, s) == loop_rshift_round(v, s)
     t = torch.arange(-300, 300, dtype=torch.int64)
     shifts = torch.tensor([0, 1, 3, 8], dtype=torch.int64).repeat(150)
-    expected = [loop_rshift_round(int(v), int(s)) for v, s in zip(t, shifts)]
+    expected = [loop_rshift_round(int(v), int(s)) for v, s in zip(t, shifts, strict=True)]
     assert torch.equal(rshift_round(t, shifts), torch.tensor(expected))
     arr = np.arange(-300, 300, dtype=np.int64)
     assert np.array_equal(rshift_round(arr, shifts.numpy()), np.array(expected))
