@@ -148,9 +148,7 @@ def deform_conv2d(
     return out
 
 
-def _bilinear_sample(
-    planes: torch.Tensor, py: torch.Tensor, px: torch.Tensor, height: int, width: int
-) -> torch.Tensor:
+def _bilinear_sample(planes: torch.Tensor, py: torch.Tensor, px: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Sample ``planes`` ``(N, G, Cg, H*W)`` at positions ``py, px`` ``(N, G, T, L)``.
 
     Returns ``(N, G, Cg, T, L)``. torchvision's rule: 0 if the position is at or beyond one
@@ -234,9 +232,7 @@ def deform_square_dw_conv2d(
         raise ConvforgeError(f"deform_square_dw_conv2d: stride must be an int >= 1, got {stride!r}")
     n, c, h, w = input.shape
     if tuple(weight.shape) != (c, 1, 3, 3):
-        raise ShapeError(
-            f"deform_square_dw_conv2d: weight must have shape {(c, 1, 3, 3)}, got {tuple(weight.shape)}"
-        )
+        raise ShapeError(f"deform_square_dw_conv2d: weight must have shape {(c, 1, 3, 3)}, got {tuple(weight.shape)}")
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     if tuple(dilation.shape) != (n, 1, ho, wo):
         raise ShapeError(
@@ -245,11 +241,8 @@ def deform_square_dw_conv2d(
         )
     d = dilation.detach()
     if d.is_floating_point() and not torch.equal(d, torch.floor(d)):
-        raise ConvforgeError(
-            "deform_square_dw_conv2d: dilation must be integer-valued (round it, e.g. with round_ste)"
-        )
+        raise ConvforgeError("deform_square_dw_conv2d: dilation must be integer-valued (round it, e.g. with round_ste)")
     if bool((d < 0).any()):
         raise ConvforgeError(f"deform_square_dw_conv2d: dilation must be >= 0, got minimum {d.min().item()}")
     offset = square_offsets(dilation.to(input.dtype))
     return deform_conv2d(input, offset, weight, bias, stride=stride, padding=1, dilation=1)
-
