@@ -77,3 +77,28 @@ def run_unit_regression(unit: str, cfg: EngineConfig | None = None, *, seed: int
                   gap_prob=gap_prob, stall_prob=stall_prob)
     result.seconds = time.monotonic() - t0
     return result
+
+
+def compare_case(result: RegressionResult, *, label: str, got: Any, want: Any,
+                 context: str, waves: Any) -> bool:
+    """Count one case: ``np.array_equal(got, want)`` on integer arrays; on a mismatch
+    record a message with ``context`` (seed, shapes), the first differing index and the
+    waveform path. Returns whether the case passed."""
+    import numpy as np  # noqa: PLC0415
+
+    got_a = np.asarray(got, dtype=np.int64) if got is not None else None
+    want_a = np.asarray(want, dtype=np.int64)
+    if got_a is not None and got_a.shape == want_a.shape and np.array_equal(got_a, want_a):
+        result.passed += 1
+        return True
+    result.failed += 1
+    if got_a is None:
+        detail = "no output (simulation stopped before this case)"
+    elif got_a.shape != want_a.shape:
+        detail = f"output shape {got_a.shape} != expected {want_a.shape}"
+    else:
+        idx = tuple(int(i) for i in np.argwhere(got_a != want_a)[0])
+        detail = (f"{int((got_a != want_a).sum())} of {want_a.size} integers differ; first at "
+                  f"{idx}: got {int(got_a[idx])}, expected {int(want_a[idx])}")
+    result.failures.append(f"{result.unit} {label} [{context}]: {detail}; waveform: {waves}")
+    return False
