@@ -23,7 +23,7 @@ import numpy as np
 from convforge.errors import DatasetError
 
 from .sample import Sample, clip_and_filter
-from .transforms import Augment, crop_padded, letterbox, tile_positions
+from .transforms import Augment, crop_padded, letterbox, letterbox_size, tile_positions
 from .trees import TREE_CLASSES, tree_sources
 from .voc import VOC_CLASSES, SourceImage, load_rgb, voc_sources
 
@@ -121,9 +121,7 @@ class DetectionDataset:
         src = self.sources[view.source]
         if view.size == self.input_size:
             return (1.0, 1.0), (float(view.x0), float(view.y0))
-        s = self.input_size / max(src.width, src.height)
-        nw = max(1, min(self.input_size, round(src.width * s)))
-        nh = max(1, min(self.input_size, round(src.height * s)))
+        nw, nh = letterbox_size(src.width, src.height, self.input_size)
         return (nw / src.width, nh / src.height), (0.0, 0.0)
 
     def annotations(self, index: int) -> Sample:
@@ -218,12 +216,8 @@ def tile_views(sources: list[SourceImage], tile: int, stride: int) -> list[View]
 
 
 def whole_views(sources: list[SourceImage], input_size: int) -> list[View]:
-    """One letterboxed view per source (an exact crop when the image fits in one tile)."""
-    views = []
-    for i, src in enumerate(sources):
-        side = max(src.width, src.height)
-        views.append(View(i, 0, 0, input_size if side <= input_size else side))
-    return views
+    """One letterboxed view per source: its longer side scaled (up or down) to ``input_size``."""
+    return [View(i, 0, 0, max(src.width, src.height)) for i, src in enumerate(sources)]
 
 
 TREE_AUGMENT = Augment(scale_range=(0.7, 1.4), shift=0.25, hflip=True, vflip=True)

@@ -47,6 +47,12 @@ def crop_padded(image: np.ndarray, x0: int, y0: int, size: int) -> np.ndarray:
     return out
 
 
+def letterbox_size(width: int, height: int, out_size: int) -> tuple[int, int]:
+    """Size ``(new_width, new_height)`` in pixels of an image letterboxed into ``out_size``."""
+    s = out_size / max(width, height)
+    return max(1, min(out_size, round(width * s))), max(1, min(out_size, round(height * s)))
+
+
 def letterbox(image: np.ndarray, out_size: int) -> tuple[np.ndarray, float, float]:
     """Scale ``image`` so its longer side is ``out_size``; pad to a square at the top-left.
 
@@ -56,9 +62,7 @@ def letterbox(image: np.ndarray, out_size: int) -> tuple[np.ndarray, float, floa
         side is rounded to whole pixels).
     """
     h, w = image.shape[:2]
-    s = out_size / max(h, w)
-    nw = max(1, min(out_size, round(w * s)))
-    nh = max(1, min(out_size, round(h * s)))
+    nw, nh = letterbox_size(w, h, out_size)
     if (nw, nh) == (w, h):
         resized = image
     else:

@@ -84,6 +84,9 @@ def test_voc_defaults_and_empty_image(voc_root):
     assert [test.annotations(i).image_id for i in range(len(test))] == ["000003", "000001"]
     empty = test[0]
     assert empty.boxes.shape == (0, 4) and empty.image.shape == (64, 64, 3)
+    big = get_dataset(f"voc:{voc_root}:2007:test", input_size=256)
+    assert big[0].scale == (4.0, 4.0) and big[0].image.std() > 10  # small images are scaled up too
+    assert big[1].scale == (1.28, 1.28) and np.all(big[1].image[128:] == 0)
     train = get_dataset(f"voc:{voc_root}", train=True, input_size=64)  # default: trainval
     assert len(train) == 2 and train.train
 
