@@ -46,6 +46,12 @@ def _pe_array(cfg: EngineConfig) -> Any:
     return PEArray(cfg)
 
 
+def _depthwise(cfg: EngineConfig) -> Any:
+    from convforge.hw.rtl.depthwise import DepthwiseUnit  # noqa: PLC0415
+
+    return DepthwiseUnit(cfg)
+
+
 def _maxpool(cfg: EngineConfig) -> Any:
     from convforge.hw.rtl.pool_add import MaxPool  # noqa: PLC0415
 
@@ -67,6 +73,9 @@ UNITS: dict[str, UnitSpec] = {
         UnitSpec("pe_array", _pe_array,
                  "pointwise PE array Ci_p x Co_p int8 x int(w_bits) MACs with requant",
                  "convforge.sim.regress_pe_array:regress"),
+        UnitSpec("depthwise", _depthwise,
+                 "depthwise 3x3 with line buffer: regular / square-deformable / bilinear-deformable, requant",
+                 "convforge.sim.tb_depthwise:regress"),
         UnitSpec("maxpool", _maxpool,
                  "max pool k x k, stride s, padding p (padded taps ignored)",
                  "convforge.sim.regress_pool_add:regress_maxpool"),
