@@ -11,6 +11,7 @@ _LAZY = {
     "prepare_qat": "convforge.models.quant.qat",
     "calibrate": "convforge.models.quant.qat",
     "is_quantized": "convforge.models.quant.qat",
+    "freeze_observers": "convforge.models.quant.qat",
     "export_qgraph": "convforge.models.quant.export",
     "qat_activations": "convforge.models.quant.export",
 }

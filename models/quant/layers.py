@@ -61,6 +61,8 @@ class ActObserver(nn.Module):
         super().__init__()
         self.bits, self.signed, self.relu6, self.momentum = bits, signed, relu6, momentum
         self.fixed = fixed
+        #: When True the range stays put even in training mode (see ``qat.freeze_observers``).
+        self.frozen = False
         self.register_buffer("max_val", torch.tensor(0.0))
         self.register_buffer("initialized", torch.tensor(fixed is not None))
 
@@ -70,7 +72,7 @@ class ActObserver(nn.Module):
 
     def observe(self, y: torch.Tensor) -> None:
         """Fold a batch of real pre-activations into the running maximum."""
-        if self.fixed is not None:
+        if self.fixed is not None or self.frozen:
             return
         with torch.no_grad():
             m = y.abs().max() if self.signed else y.max().clamp(min=0)

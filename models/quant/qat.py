@@ -179,6 +179,18 @@ def prepare_qat(
     return model
 
 
+def freeze_observers(model: nn.Module, frozen: bool = True) -> nn.Module:
+    """Stop (or restart) the activation observers updating in training mode.
+
+    Late in QAT, freezing the scales lets the weights settle on a fixed integer grid.
+    ``model.eval()`` never updates them either way.
+    """
+    for m in model.modules():
+        if isinstance(m, ActObserver):
+            m.frozen = frozen
+    return model
+
+
 def _images(batch) -> torch.Tensor:
     if isinstance(batch, torch.Tensor):
         return batch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -187,13 +188,15 @@ def test_width_override_scales_channels():
     assert model.config.final_channels == 512
 
 
-def test_model_info_cli_json(capsys):
-    from convforge.sw.cli import main
+def test_model_info_command_json_and_table(capsys):
+    from convforge.sw.commands import model_info as command
 
-    assert main(["model-info", "--model", "codenet", "--config", "c", "--classes", "20", "--json"]) == 0
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    assert command.run(parser.parse_args(["--model", "codenet", "--config", "c", "--classes", "20", "--json"])) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["model"] == "codenet" and info["config"] == "c" and info["input"] == [512, 512]
     assert abs(info["macs"] / 1.14e9 - 1) < 0.03
-    assert main(["model-info", "--config", "all"]) == 0
+    assert command.run(parser.parse_args(["--config", "all"])) == 0
     table = capsys.readouterr().out
     assert "tiny" in table and "6.082" in table
