@@ -40,3 +40,26 @@ def default_qgraph() -> Path:
             "convforge or export one with `convforge train --phase export`"
         )
     return path
+
+
+def ship_model(run_dir: str | Path, dest: str | Path | None = None, name: str = SHIPPED_NAME) -> tuple[Path, Path]:
+    """Copy a finished run's ``model.pt`` and QGraph into the zoo under ``name``.
+
+    The checkpoint is rewritten to name its QGraph ``<name>.json``; the QGraph is saved
+    again under the new name (its ``.json`` records its ``.npz`` file name and checksum).
+
+    Returns:
+        ``(checkpoint path, QGraph .json path)``.
+    """
+    from convforge.models.quant.qgraph import QGraph
+    from convforge.models.train.checkpoint import load_checkpoint, save_checkpoint
+
+    run_dir = Path(run_dir)
+    dest = Path(dest) if dest is not None else zoo_dir()
+    doc = load_checkpoint(run_dir / "model.pt")
+    graph = QGraph.load(run_dir / str(doc.get("qgraph", "model.json")))
+    json_path, _ = graph.save(dest / name)
+    doc = {k: v for k, v in doc.items() if k not in ("format", "version", "optimizer")}
+    doc["qgraph"] = json_path.name
+    ckpt = save_checkpoint(dest / f"{name}.pt", doc)
+    return ckpt, json_path

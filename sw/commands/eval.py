@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images/tiles")
     p.add_argument("--auc", action="store_true", help="area-under-curve AP instead of VOC07 11-point")
     p.add_argument("--plots", default=None, metavar="DIR", help="write a PR curve and example detections here")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 

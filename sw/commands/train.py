@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first-w-bits", type=int, default=d.first_w_bits)
     p.add_argument("--calib-batches", type=int, default=d.calib_batches)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help="torch CPU threads (more than the free cores slows training down badly)")
     p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
     p.add_argument("--limit", type=int, default=None, help="use only N training/validation views (smoke runs)")
     p.add_argument("--phase", choices=PHASES, action="append",
