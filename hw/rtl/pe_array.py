@@ -103,6 +103,9 @@ class PEArray(wiring.Component):
         weight_depth: weight buffer depth in tiles (default :data:`WEIGHT_DEPTH`).
         w_bits: weight width (default ``cfg.w_bits``; ``cfg.first_w_bits`` for a build
             that runs the 8-bit first layer).
+        mac_in_luts: build the ``int8 x int4`` multipliers from LUTs (default): one DSP
+            slice per 13-bit product would spend 256 of the ZU3EG's 360 DSPs on a 16x16
+            array; DSPs stay free for the wider requant and depthwise arithmetic.
 
     Ports:
         x: In(stream of :func:`act_chunk_layout`) -- per pixel ``ci_groups`` chunks.
@@ -121,8 +124,9 @@ class PEArray(wiring.Component):
     """
 
     def __init__(self, cfg: EngineConfig, weight_depth: int = WEIGHT_DEPTH,
-                 w_bits: int | None = None) -> None:
+                 w_bits: int | None = None, mac_in_luts: bool = True) -> None:
         self.cfg = cfg
+        self.mac_in_luts = mac_in_luts
         self.weight_depth = weight_depth
         self.w_bits = cfg.w_bits if w_bits is None else w_bits
         super().__init__({
@@ -136,6 +140,16 @@ class PEArray(wiring.Component):
             "lo": In(rq.BOUND_SHAPE),
             "hi": In(rq.BOUND_SHAPE),
         })
+
+    def _product(self, act, weight):
+        """``act * weight``. With ``mac_in_luts`` as a sum of shifted partial products
+        (two's complement: the weight's top bit has negative weight), which synthesis
+        maps to LUTs and carry chains instead of one DSP slice per MAC."""
+        if not self.mac_in_luts:
+            return act * weight
+        wb = self.w_bits
+        terms = [Mux(weight[k], act << k, 0) for k in range(wb - 1)]
+        return sum(terms) - Mux(weight[wb - 1], act << (wb - 1), 0)
 
     def elaborate(self, platform):
         m = Module()
@@ -243,7 +257,7 @@ class PEArray(wiring.Component):
             for c in range(ci_p):
                 p = Signal(prod_shape, name=f"prod{o}_{c}")
                 with m.If(advance):
-                    m.d.sync += p.eq(acts[c] * w_rd.data[o][c])
+                    m.d.sync += p.eq(self._product(acts[c], w_rd.data[o][c]))
                 prods.append(p)
             # stage 3: partial sums of 4; stage 4: full sum over Ci_p
             parts = []
