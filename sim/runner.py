@@ -32,7 +32,6 @@ import hashlib
 import itertools
 import json
 import os
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -222,11 +221,15 @@ def build_design(
     if verilog_text is None:
         verilog_text = emit_verilog(component_factory(), toplevel)
     import cocotb  # noqa: PLC0415
+    import cocotb_tools.config  # noqa: PLC0415
 
     flags = _build_args(simulator, traced)
     digest = hashlib.sha256()
+    # the simulator binary links cocotb's libraries by path: key on that, not on
+    # sys.executable (python vs python3.11 of one venv must share builds)
     for part in (verilog_text, toplevel, simulator, " ".join(flags), cocotb.__version__,
-                 sys.executable, json.dumps(params or {}, sort_keys=True, default=str)):
+                 str(cocotb_tools.config.libs_dir),
+                 json.dumps(params or {}, sort_keys=True, default=str)):
         digest.update(part.encode())
         digest.update(b"\0")
     key = digest.hexdigest()[:16]

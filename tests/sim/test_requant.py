@@ -1,5 +1,6 @@
 """Requant unit in cocotb: bit-exact with intops on random cases with flow control."""
 
+import pytest
 from convforge.hw.config import EngineConfig
 from convforge.sim.regress import TEST_CONFIG, run_unit_regression
 
@@ -9,6 +10,7 @@ def test_requant_random_cases_bit_exact_with_gaps_and_backpressure():
     assert res.ok and res.passed == 40, res.summary()
 
 
+@pytest.mark.slow
 def test_requant_narrow_accumulator_bit_exact():
     cfg = EngineConfig(pe_ci=4, pe_co=3, dw_lanes=4, line_width=32, acc_bits=20)
     res = run_unit_regression("requant", cfg, seed=12, cases=15, gap_prob=0.0, stall_prob=0.5)
