@@ -33,6 +33,11 @@ _LUTRAM_LUTS = {
 }
 
 
+#: Units that also exist inside other units (the requant stage of pe_array and depthwise):
+#: reported on their own, left out of the engine total.
+EMBEDDED_UNITS = ("requant",)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_board_config_arguments(p)
     p.add_argument("--unit", action="append", help="only this unit (repeatable); default all")
@@ -130,10 +135,12 @@ def synth_report(board_name: str, config: Path | None, units: list[str] | None, 
         results = dict(pool.map(one, names))
     keys = ("LUT", "FF", "DSP", "BRAM36")
     unit_rows = {n: {k: results[n][k] for k in keys} for n in names}
-    total = {k: sum(r[k] for r in unit_rows.values()) for k in keys}
+    total = {k: sum(r[k] for n, r in unit_rows.items() if n not in EMBEDDED_UNITS) for k in keys}
     budget = {k: board.budget[k] for k in keys}
     return {"board": board.name, "part": board.part, "family": board.yosys_family,
-            "config": cfg.to_dict(), "units": unit_rows, "total": total, "budget": budget,
+            "config": cfg.to_dict(), "units": unit_rows,
+            "embedded": [n for n in names if n in EMBEDDED_UNITS],
+            "total": total, "budget": budget,
             "utilisation": {k: total[k] / budget[k] for k in keys}}
 
 
@@ -142,10 +149,13 @@ def format_table(report: dict) -> str:
     lines = [f"{report['board']} ({report['part']}, synth_xilinx -family {report['family']})",
              f"{'unit':<14}" + "".join(f"{k:>10}" for k in keys)]
     for n, r in report["units"].items():
-        lines.append(f"{n:<14}" + "".join(f"{_fmt(r[k]):>10}" for k in keys))
+        mark = "*" if n in report["embedded"] else ""
+        lines.append(f"{n + mark:<14}" + "".join(f"{_fmt(r[k]):>10}" for k in keys))
     lines.append(f"{'total':<14}" + "".join(f"{_fmt(report['total'][k]):>10}" for k in keys))
     lines.append(f"{'budget':<14}" + "".join(f"{_fmt(report['budget'][k]):>10}" for k in keys))
     lines.append(f"{'used':<14}" + "".join(f"{100 * report['utilisation'][k]:>9.1f}%" for k in keys))
+    if report["embedded"]:
+        lines.append("* also inside pe_array/depthwise; not counted in the total")
     return "\n".join(lines)
 
 
