@@ -47,6 +47,14 @@ class RegressionResult:
     def ok(self) -> bool:
         return self.failed == 0 and self.passed > 0
 
+    def check_simulation(self, tb: Any) -> RegressionResult:
+        """Count a simulation that failed outside every case (a crash, a timeout) as a
+        failure, so a run can never pass on cases it did not reach. Returns ``self``."""
+        if not tb.ok and self.failed == 0:
+            self.failed += 1
+            self.failures.append(f"{self.unit}: simulation failed: {tb.summary()}")
+        return self
+
     def summary(self) -> str:
         lines = [f"{self.unit}: {self.passed} passed, {self.failed} failed ({self.seconds:.1f} s)"]
         lines += [f"  {msg}" for msg in self.failures[:20]]

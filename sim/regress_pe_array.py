@@ -138,9 +138,7 @@ def regress(cfg: EngineConfig, *, seed: int, cases: int, simulator: str = "veril
                      context=f"seed {seed}, Ci={case['ci']} Co={case['co']} pixels={case['npix']} "
                              f"act_signed={case['act_signed']} lo={case['lo']} hi={case['hi']}",
                      waves=play.tb.waves)
-    if not play.tb.ok and result.failed == 0:
-        result.failed += 1
-        result.failures.append(f"pe_array: simulation failed: {play.tb.summary()}")
+    result.check_simulation(play.tb)
     return result
 
 

@@ -110,9 +110,7 @@ def regress_maxpool(cfg: EngineConfig, *, seed: int, cases: int, simulator: str 
                      context=f"seed {seed}, C={case['c']} H={case['h']} W={case['w']} "
                              f"k={case['k']} s={case['s']} p={case['p']} signed={case['signed']}",
                      waves=play.tb.waves)
-    if not play.tb.ok and result.failed == 0:
-        result.failed += 1
-        result.failures.append(f"maxpool: simulation failed: {play.tb.summary()}")
+    result.check_simulation(play.tb)
     return result
 
 
@@ -164,7 +162,5 @@ def regress_add(cfg: EngineConfig, *, seed: int, cases: int, simulator: str = "v
                      context=f"seed {seed}, {case['n']} vectors x {lanes} lanes, Ma={case['ma']} "
                              f"Mb={case['mb']} S={case['s']} lo={case['lo']} hi={case['hi']}",
                      waves=play.tb.waves)
-    if not play.tb.ok and result.failed == 0:
-        result.failed += 1
-        result.failures.append(f"residual_add: simulation failed: {play.tb.summary()}")
+    result.check_simulation(play.tb)
     return result

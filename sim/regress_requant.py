@@ -102,7 +102,5 @@ def regress(cfg: EngineConfig, *, seed: int, cases: int, simulator: str = "veril
                      context=f"seed {seed}, {len(case['acc'])} vectors x {lanes} lanes, "
                              f"lo={case['lo']} hi={case['hi']}",
                      waves=play.tb.waves)
-    if not play.tb.ok and result.failed == 0:
-        result.failed += 1
-        result.failures.append(f"requant: simulation failed: {play.tb.summary()}")
+    result.check_simulation(play.tb)
     return result

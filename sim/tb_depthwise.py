@@ -164,9 +164,7 @@ def regress(cfg: EngineConfig, *, seed: int, cases: int, simulator: str = "veril
                 got = unpack_depthwise_output(cfg, payloads, layer.channels, *want.shape[1:])
         compare_case(result, label=f"case {k}", got=got, want=want,
                      context=f"seed {seed}, {describe(case)}", waves=play.tb.waves)
-    if not play.tb.ok and result.failed == 0:
-        result.failed += 1
-        result.failures.append(f"depthwise: simulation failed: {play.tb.summary()}")
+    result.check_simulation(play.tb)
     result.figures.update(count_by_mode(all_cases))
     return result
 
