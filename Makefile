@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# One pip call: yowasp packages installed separately downgrade wasmtime (recompile).
 	$(BIN)/python -m pip install -q -e ".[hw,board,dev]"
-	# Real aerial tree-crown data ships inside this wheel; its dependencies are not needed.
-	$(BIN)/python -m pip install -q --no-deps deepforest==2.1.0
 	$(BIN)/python -m pip check
+	# Real aerial tree-crown data ships inside this wheel. convforge only reads its data
+	# files and never imports it, so its (heavy) dependencies are deliberately not installed.
+	$(BIN)/python -m pip install -q --no-deps deepforest==2.1.0
 	touch $(STAMP)
 
 setup: $(STAMP)
