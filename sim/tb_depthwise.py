@@ -216,3 +216,27 @@ def measure_throughput(cfg: EngineConfig, *, seed: int = 1, simulator: str = "ve
         (name, n_small), (_, n_large) = keys[k], keys[k + 1]
         figures[name] = (play.cycles[k + 1] - play.cycles[k]) / (n_large - n_small)
     return figures
+
+
+def run_layer(cfg: EngineConfig, layer: DepthwiseLayer, x: np.ndarray, dmap: np.ndarray | None = None,
+              offsets: np.ndarray | None = None, *, simulator: str = "verilator",
+              seed: int = 0) -> tuple[np.ndarray | None, np.ndarray, int]:
+    """Play one layer through the unit (no gaps or stalls) and return ``(rtl, golden, cycles)``.
+
+    ``x`` is ``(C, H, W)``, ``dmap`` ``(Ho, Wo)`` for square mode, ``offsets``
+    ``(18, Ho, Wo)`` for bilinear mode. ``rtl`` is the unit's ``(C, Ho, Wo)`` output
+    integers (None if the simulation produced the wrong number of vectors).
+    """
+    handle = build_depthwise(cfg, simulator)
+    names = stream_names(cfg)
+    case = {"layer": layer, "x": x, "dmap": dmap, "offsets": offsets}
+    want = golden_depthwise(cfg, layer, x, dmap, offsets)
+    play = play_streams(handle, [_phase(cfg, describe(case), case, names)], inputs=names, outputs=["out"],
+                        seed=seed, gap_prob=0.0, stall_prob=0.0, run_name="depthwise-layer",
+                        timeout_cycles=max(200_000, 40 * x.size))
+    got = None
+    if play.outputs:
+        payloads = play.outputs[0]["out"]
+        if len(payloads) == output_count(cfg, layer.channels, x.shape[1], x.shape[2], layer.stride):
+            got = unpack_depthwise_output(cfg, payloads, layer.channels, *want.shape[1:])
+    return got, want, (play.cycles[0] if play.cycles else 0)

@@ -25,7 +25,7 @@ from convforge.hw.rtl.depthwise import (
     out_layout,
     pixel_layout,
 )
-from convforge.models.quant.executor import bilinear_deform_int, conv2d_int, square_deform_dw_int
+from convforge.models.quant.executor import as_pair, bilinear_deform_int, conv2d_int, square_deform_dw_int
 from convforge.models.quant.intops import requant
 from convforge.sim.payload import pack, unpack
 
@@ -193,3 +193,37 @@ def unpack_depthwise_output(
     layout = out_layout(config)
     vecs = np.array([unpack(layout, p) for p in payloads], dtype=np.int64).reshape(groups, out_h, out_w, lanes)
     return vecs.transpose(0, 3, 1, 2).reshape(groups * lanes, out_h, out_w)[:channels]
+
+
+def layer_from_qgraph(graph_layer, in_signed: bool) -> DepthwiseLayer:
+    """The :class:`DepthwiseLayer` the unit runs for a QGraph layer.
+
+    Accepts ``square_deform_dw`` layers, depthwise 3x3 ``conv`` layers (``groups == C``,
+    padding equal to the dilation: the unit's regular mode) and depthwise
+    ``bilinear_deform`` layers (``groups == C``, padding 1, dilation 1).
+
+    Raises:
+        ShapeError: the layer is none of these, naming it and what the unit supports.
+    """
+    a, p = graph_layer.attrs, graph_layer.params
+    weight = np.asarray(p["weight"], dtype=np.int64)
+    channels = weight.shape[0]
+    common = dict(in_signed=in_signed, weights=weight.reshape(channels, 3, 3), bias=np.asarray(p["bias"]),
+                  M=np.asarray(p["M"]), S=np.asarray(p["S"]), lo=int(a["lo"]), hi=int(a["hi"]))
+    op = graph_layer.op
+    if op == "square_deform_dw":
+        return DepthwiseLayer("square", int(a["stride"]), 1, **common)
+    depthwise = weight.shape[1:] == (1, 3, 3) and int(a.get("groups", 1)) == channels
+    if op == "conv" and depthwise:
+        (sy, sx), (py, px), (dy, dx) = as_pair(a["stride"]), as_pair(a["padding"]), as_pair(a["dilation"])
+        if sy == sx and py == px == dy == dx:
+            return DepthwiseLayer("regular", sy, dy, **common)
+    if op == "bilinear_deform" and depthwise and as_pair(a["padding"]) == (1, 1) and as_pair(a["dilation"]) == (1, 1):
+        sy, sx = as_pair(a["stride"])
+        if sy == sx:
+            return DepthwiseLayer("bilinear", sy, 1, **common)
+    raise ShapeError(
+        f"layer {graph_layer.name!r} ({op}, weight {tuple(weight.shape)}) is not a depthwise 3x3 layer the "
+        "depthwise unit runs: it takes square_deform_dw, depthwise conv with padding == dilation, and "
+        "depthwise bilinear_deform with padding 1 and dilation 1"
+    )

@@ -25,7 +25,8 @@ from convforge.errors import ShapeError
 _FLOAT_EXACT = 1 << 53
 
 
-def _pair(v) -> tuple[int, int]:
+def as_pair(v) -> tuple[int, int]:
+    """An int or an ``(h, w)`` pair as a tuple of two Python ints."""
     if isinstance(v, int | np.integer):
         return int(v), int(v)
     a, b = v
@@ -58,9 +59,9 @@ def conv2d_int(
     acc = F.conv2d(
         x.to(torch.float64),
         weight.to(torch.float64),
-        stride=_pair(stride),
-        padding=_pair(padding),
-        dilation=_pair(dilation),
+        stride=as_pair(stride),
+        padding=as_pair(padding),
+        dilation=as_pair(dilation),
         groups=groups,
     )
     return acc.round().to(torch.int64)
@@ -129,9 +130,9 @@ def bilinear_deform_int(
             f"bilinear_deform_int: weight {tuple(weight.shape)} does not fit a 3x3 conv of "
             f"{c} channels in {groups} groups"
         )
-    sy, sx = _pair(stride)
-    py_, px_ = _pair(padding)
-    dy_, dx_ = _pair(dilation)
+    sy, sx = as_pair(stride)
+    py_, px_ = as_pair(padding)
+    dy_, dx_ = as_pair(dilation)
     ho = (h + 2 * py_ - dy_ * 2 - 1) // sy + 1
     wo = (w + 2 * px_ - dx_ * 2 - 1) // sx + 1
     if tuple(offset.shape) != (n, 18, ho, wo):

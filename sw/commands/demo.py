@@ -31,6 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="instead of the shipped model, build an untrained CoDeNet CONFIG (e.g. tiny), quantise it, "
         "calibrate it on trees:train and export it",
     )
+    p.add_argument(
+        "--no-rtl",
+        dest="rtl",
+        action="store_false",
+        help="skip running the network's depthwise layers through the Verilator model of the depthwise unit",
+    )
+    p.add_argument("--board", default="ultra96v2", help="board whose default engine the RTL step builds")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
 
 
@@ -52,6 +59,41 @@ def _fresh_model(config: str, out: Path):
     graph = export_qgraph(model, (size, size), {"demo": f"untrained {config}"})
     graph.save(out / f"codenet_{config}_untrained")
     return model, graph, size
+
+
+def _rtl_depthwise(graph, values: dict, board: str, say) -> dict:
+    """Run every depthwise layer of ``graph`` through the depthwise unit in Verilator and
+    compare its integers with the integer reference's (``values`` from one view)."""
+    import dataclasses
+
+    import numpy as np
+    from convforge.hw.boards import get_board
+    from convforge.hw.rtl.depthwise_model import layer_from_qgraph
+    from convforge.sim.tb_depthwise import run_layer
+
+    from convforge.errors import ShapeError
+
+    runnable = []
+    for layer in graph.layers:
+        try:
+            runnable.append((layer, layer_from_qgraph(layer, graph.tensors[layer.inputs[0]].signed)))
+        except (ShapeError, KeyError):
+            continue
+    widest = max((graph.tensors[layer.inputs[0]].shape[2] for layer, _ in runnable), default=32)
+    cfg = dataclasses.replace(get_board(board).engine, line_width=max(32, -(-widest // 32) * 32))
+    say(f"      {len(runnable)} layers, engine: {cfg.describe()}")
+    rows = {}
+    for layer, dw in runnable:
+        x = values[layer.inputs[0]][0].numpy()
+        dmap = values[layer.inputs[1]][0, 0].numpy() if dw.mode == "square" else None
+        offsets = values[layer.inputs[1]][0].numpy() if dw.mode == "bilinear" else None
+        got, want, cycles = run_layer(cfg, dw, x, dmap, offsets)
+        exact = got is not None and np.array_equal(got, values[layer.outputs[0]][0].numpy())
+        rows[layer.name] = {"mode": dw.mode, "shape": list(x.shape), "bit_exact": bool(exact), "cycles": cycles,
+                            "golden_equals_reference": bool(np.array_equal(want, values[layer.outputs[0]][0].numpy()))}
+        say(f"      {layer.name:<24} {dw.mode:<8} {str(tuple(x.shape)):<16} {cycles:>8} cycles  "
+            f"{'bit-exact' if exact else 'MISMATCH'}")
+    return {"engine": cfg.to_dict(), "layers": rows, "all_bit_exact": all(r["bit_exact"] for r in rows.values())}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,19 +120,19 @@ def run(args: argparse.Namespace) -> int:
 
     # 1. the model
     if args.fresh:
-        say(f"[1/5] building, quantising and exporting an untrained CoDeNet-{args.fresh}")
+        say(f"[1/6] building, quantising and exporting an untrained CoDeNet-{args.fresh}")
         model, graph, size = _fresh_model(args.fresh, out)
         summary["model"] = {"source": f"untrained codenet {args.fresh}"}
         summary["reexport_identical"] = None
     else:
         ckpt = args.checkpoint or default_checkpoint()
-        say(f"[1/5] loading the W4A8 checkpoint {ckpt}")
+        say(f"[1/6] loading the W4A8 checkpoint {ckpt}")
         doc = load_checkpoint(ckpt)
         model = qat_model(doc, ckpt).eval()
         graph_path = default_qgraph() if args.checkpoint is None else ckpt.parent / str(doc.get("qgraph", ""))
         shipped = QGraph.load(graph_path)
         size = shipped.tensors[shipped.input].shape[1]
-        say(f"[2/5] re-exporting the checkpoint and comparing with {graph_path.name}")
+        say(f"[2/6] re-exporting the checkpoint and comparing with {graph_path.name}")
         graph = export_qgraph(model, (size, size))
         identical = len(graph.layers) == len(shipped.layers) and all(
             a.name == b.name
@@ -117,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     # 3. integer reference vs fake-quant, view by view
     dataset = get_dataset(args.data, input_size=size)
     n_views = len(dataset) if args.views is None else max(1, min(args.views, len(dataset)))
-    say(f"[3/5] integer reference on {n_views} view(s) of {args.data} ({size}x{size})")
+    say(f"[3/6] integer reference on {n_views} view(s) of {args.data} ({size}x{size})")
     scales = head_scales(graph)
     detections, samples = {}, []
     worst: dict[str, float] = {}
@@ -128,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
         image = torch.from_numpy(sample.image).permute(2, 0, 1).unsqueeze(0).contiguous()
         t = time.perf_counter()
         ints = run_qgraph(graph, image, keep_all=True)
+        if i == 0:
+            first_view = ints
         t_int += time.perf_counter() - t
         fakes = qat_activations(model, image.float())
         for row in layer_agreement(graph, ints, fakes):
@@ -151,13 +195,16 @@ def run(args: argparse.Namespace) -> int:
     }
 
     # 4. detections and AP50
-    say("[4/5] decoding the integer heatmap (INTEGER_SPEC §5) and scoring VOC07 AP50")
+    say("[4/6] decoding the integer heatmap (INTEGER_SPEC §5) and scoring VOC07 AP50")
     result = score(detections, samples, graph.meta.get("num_classes", 1), "int")
     summary["detections"] = {
         "count_above_0.3": int(sum(int((d.scores >= 0.3).sum()) for d in detections.values())),
         "ap50_int": round(float(result.ap50), 4),
         "ground_truth_boxes": int(sum(int((~s.difficult).sum()) for s in samples)),
     }
+    if args.rtl:
+        say("[5/6] the network's depthwise layers (view 0) through the Verilator model of the depthwise unit")
+        summary["rtl_depthwise"] = _rtl_depthwise(graph, first_view, args.board, say)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     summary["files"] = sorted(str(p) for p in out.iterdir())
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -165,9 +212,9 @@ def run(args: argparse.Namespace) -> int:
     # 5. report
     if args.json:
         print(json.dumps(summary, indent=1))
-        return 0
+        return 0 if not args.rtl or summary["rtl_depthwise"]["all_bit_exact"] else 1
     m, ir, d = summary["model"], summary["integer_reference"], summary["detections"]
-    print(f"[5/5] wrote {out}/")
+    print(f"[6/6] wrote {out}/")
     print()
     print(f"  model                 {m['source']}")
     print(f"  parameters / MACs     {m['params'] / 1e6:.3f} M / {m['macs'] / 1e9:.3f} GMAC at {size}x{size}")
@@ -181,6 +228,10 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"  detections            {d['count_above_0.3']} boxes with score >= 0.3, {d['ground_truth_boxes']} trees")
     print(f"  AP50 (VOC07, int)     {d['ap50_int']:.3f}")
+    if args.rtl:
+        rtl = summary["rtl_depthwise"]
+        n_ok = sum(r["bit_exact"] for r in rtl["layers"].values())
+        print(f"  RTL depthwise unit    {n_ok}/{len(rtl['layers'])} network layers bit-exact in Verilator")
     print(f"  pictures              {out}/detections_*.png")
     print(f"  done in {summary['seconds']:.1f} s")
-    return 0
+    return 0 if not args.rtl or summary["rtl_depthwise"]["all_bit_exact"] else 1
