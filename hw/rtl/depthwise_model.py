@@ -206,22 +206,25 @@ def layer_from_qgraph(graph_layer, in_signed: bool) -> DepthwiseLayer:
         ShapeError: the layer is none of these, naming it and what the unit supports.
     """
     a, p = graph_layer.attrs, graph_layer.params
-    weight = np.asarray(p["weight"], dtype=np.int64)
-    channels = weight.shape[0]
-    common = dict(in_signed=in_signed, weights=weight.reshape(channels, 3, 3), bias=np.asarray(p["bias"]),
-                  M=np.asarray(p["M"]), S=np.asarray(p["S"]), lo=int(a["lo"]), hi=int(a["hi"]))
     op = graph_layer.op
-    if op == "square_deform_dw":
-        return DepthwiseLayer("square", int(a["stride"]), 1, **common)
-    depthwise = weight.shape[1:] == (1, 3, 3) and int(a.get("groups", 1)) == channels
-    if op == "conv" and depthwise:
+    weight = np.asarray(p["weight"], dtype=np.int64) if "weight" in p else np.zeros((0, 0))
+    channels = weight.shape[0]
+    depthwise = weight.shape[1:] == (1, 3, 3) and (op == "square_deform_dw" or int(a.get("groups", 1)) == channels)
+    mode = None
+    if depthwise and op == "square_deform_dw":
+        mode, stride, dilation = "square", int(a["stride"]), 1
+    elif depthwise and op == "conv":
         (sy, sx), (py, px), (dy, dx) = as_pair(a["stride"]), as_pair(a["padding"]), as_pair(a["dilation"])
         if sy == sx and py == px == dy == dx:
-            return DepthwiseLayer("regular", sy, dy, **common)
-    if op == "bilinear_deform" and depthwise and as_pair(a["padding"]) == (1, 1) and as_pair(a["dilation"]) == (1, 1):
+            mode, stride, dilation = "regular", sy, dy
+    elif depthwise and op == "bilinear_deform" and as_pair(a["padding"]) == (1, 1) and as_pair(a["dilation"]) == (1, 1):
         sy, sx = as_pair(a["stride"])
         if sy == sx:
-            return DepthwiseLayer("bilinear", sy, 1, **common)
+            mode, stride, dilation = "bilinear", sy, 1
+    if mode is not None:
+        return DepthwiseLayer(mode, stride, dilation, in_signed=in_signed, weights=weight.reshape(channels, 3, 3),
+                              bias=np.asarray(p["bias"]), M=np.asarray(p["M"]), S=np.asarray(p["S"]),
+                              lo=int(a["lo"]), hi=int(a["hi"]))
     raise ShapeError(
         f"layer {graph_layer.name!r} ({op}, weight {tuple(weight.shape)}) is not a depthwise 3x3 layer the "
         "depthwise unit runs: it takes square_deform_dw, depthwise conv with padding == dilation, and "
