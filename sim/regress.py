@@ -16,9 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from convforge.hw.config import EngineConfig
-
 from convforge.errors import SimulationError
+from convforge.hw.config import EngineConfig
 
 #: The small engine the regressions use by default: every code path, short simulations.
 TEST_CONFIG = EngineConfig(pe_ci=4, pe_co=4, dw_lanes=4, line_width=32)

@@ -17,6 +17,7 @@ import random
 
 import numpy as np
 import torch
+
 from convforge.hw.config import EngineConfig
 from convforge.hw.rtl import pe_array as pe
 from convforge.hw.rtl.requant import requant_out_layout

@@ -18,6 +18,7 @@ import random
 
 import numpy as np
 import torch
+
 from convforge.hw.config import EngineConfig
 from convforge.hw.rtl.pool_add import (
     MaxPool,

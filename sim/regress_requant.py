@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+
 from convforge.hw.config import EngineConfig
 from convforge.hw.rtl.requant import Requant, requant_in_layout, requant_out_layout
 from convforge.models.quant.intops import M_MAX, M_MIN, S_MAX, act_range, rshift_round, sat

@@ -38,10 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convforge.errors import SimulationError
 from convforge.sim.tbio import ENV_OUT, ENV_PARAMS
 from convforge.sim.tools import VERILATOR_FLAGS, ensure_simulator
-
-from convforge.errors import SimulationError
 
 #: Testbench files whose ``assert`` statements pytest rewrites inside the simulator.
 #: Only ``tb_*.py``: rewriting every imported module makes ``import torch`` 5x slower.

@@ -31,6 +31,7 @@ from typing import Any
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
 from convforge.sim.payload import pack, unpack
 
 __all__ = ["StreamBench", "StreamDriver", "StreamSink", "pack", "unpack", "write_signal"]

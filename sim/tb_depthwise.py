@@ -16,6 +16,8 @@ image heights and reports the marginal cycles per output pixel-vector.
 from __future__ import annotations
 
 import numpy as np
+
+from convforge.errors import SimulationError
 from convforge.hw.config import EngineConfig
 from convforge.hw.rtl.depthwise import DepthwiseUnit, line_buffer_rows, out_layout
 from convforge.hw.rtl.depthwise_model import (
@@ -32,8 +34,6 @@ from convforge.sim.payload import pack
 from convforge.sim.player import Phase, play_streams
 from convforge.sim.regress import RegressionResult, compare_case
 from convforge.sim.runner import DesignHandle, build_design
-
-from convforge.errors import SimulationError
 
 
 def stream_names(config: EngineConfig) -> list[str]:

@@ -25,6 +25,7 @@ import json
 import random
 
 import cocotb
+
 from convforge.sim.streams import StreamBench, StreamDriver, StreamSink
 from convforge.sim.tbio import tb_output_path, tb_params
 

@@ -80,6 +80,7 @@ from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
 from convforge.hw.config import EngineConfig
 from convforge.hw.rtl.requant import BOUND_SHAPE, Requant, requant_out_layout
 

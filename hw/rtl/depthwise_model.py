@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from convforge.errors import ShapeError
 from convforge.hw.config import EngineConfig
 from convforge.hw.rtl.depthwise import (
     DILATION_SHAPE,
@@ -28,8 +30,6 @@ from convforge.hw.rtl.depthwise import (
 from convforge.models.quant.executor import as_pair, bilinear_deform_int, conv2d_int, square_deform_dw_int
 from convforge.models.quant.intops import requant
 from convforge.sim.payload import pack, unpack
-
-from convforge.errors import ShapeError
 
 
 @dataclass(frozen=True)

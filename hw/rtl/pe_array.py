@@ -30,6 +30,7 @@ import math
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+
 from convforge.hw.config import EngineConfig
 from convforge.hw.rtl import requant as rq
 

@@ -12,6 +12,7 @@ int8 or uint8 (INTEGER_SPEC §2). Outputs are 9-bit signed lanes like the requan
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+
 from convforge.hw.config import EngineConfig
 from convforge.hw.rtl.requant import ACT_OUT_SHAPE, BOUND_SHAPE
 

@@ -17,6 +17,7 @@ floor division), and shifts ``s >= PROD_BITS`` give the same result as
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+
 from convforge.hw.config import EngineConfig
 
 #: Pipeline depth in cycles from an accepted input vector to its output vector (no stalls).

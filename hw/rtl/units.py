@@ -11,9 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from convforge.hw.config import EngineConfig
-
 from convforge.errors import ConfigError
+from convforge.hw.config import EngineConfig
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from convforge.models.ops import deform_square_dw_conv2d, round_ste
 from torch import nn
 
 from convforge.errors import ConfigError, ShapeError
+from convforge.models.ops import deform_square_dw_conv2d, round_ste
 
 #: Activations a :class:`ConvBNAct` may end with.
 ACTIVATIONS = ("none", "relu", "relu6", "dilation")

@@ -24,6 +24,9 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
+from convforge.errors import ConfigError
 from convforge.models.nets.blocks import (
     ChannelShuffle,
     ChannelSplit,
@@ -33,9 +36,6 @@ from convforge.models.nets.blocks import (
     SquareDeformDW,
     Upsample2x,
 )
-from torch import nn
-
-from convforge.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

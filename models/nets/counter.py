@@ -28,8 +28,9 @@ resolution.
 from __future__ import annotations
 
 import torch
-from convforge.models.nets.blocks import ConvBNAct, SquareDeformDW
 from torch import nn
+
+from convforge.models.nets.blocks import ConvBNAct, SquareDeformDW
 
 
 def _conv_macs(out: torch.Tensor, in_ch: int, groups: int, kernel: tuple[int, int]) -> int:

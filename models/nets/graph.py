@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from convforge.models.nets.blocks import BLOCKS
 from torch import nn
 
 from convforge.errors import ExportError
+from convforge.models.nets.blocks import BLOCKS
 
 #: Name of the network input tensor.
 INPUT = "input"

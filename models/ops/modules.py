@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 
 import torch
-from convforge.models.ops.deform import deform_conv2d, deform_square_dw_conv2d
 from torch import nn
 
 from convforge.errors import ConfigError
+from convforge.models.ops.deform import deform_conv2d, deform_square_dw_conv2d
 
 __all__ = ["RoundSTE", "round_ste", "SquareDeformableDW", "BoundedDeformConv3x3"]
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
 from convforge.models.quant.qgraph import QGraph
 
 

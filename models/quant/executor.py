@@ -17,10 +17,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from convforge.models.quant.intops import requant, rshift_round, sat
-from convforge.models.quant.qgraph import Layer, QGraph
 
 from convforge.errors import ShapeError
+from convforge.models.quant.intops import requant, rshift_round, sat
+from convforge.models.quant.qgraph import Layer, QGraph
 
 _FLOAT_EXACT = 1 << 53
 

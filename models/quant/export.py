@@ -20,6 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from convforge.errors import ExportError
 from convforge.models.nets.blocks import (
     COMPUTE_BLOCKS,
     ChannelShuffle,
@@ -33,9 +36,6 @@ from convforge.models.quant.intops import signed_bits_for
 from convforge.models.quant.layers import IntParams, QConvBNAct, QSquareDeformDW
 from convforge.models.quant.qat import is_quantized
 from convforge.models.quant.qgraph import Layer, QGraph, TensorType
-from torch import nn
-
-from convforge.errors import ExportError
 
 
 def accumulator_bound(weight: torch.Tensor, bias: torch.Tensor, in_type: TensorType) -> int:

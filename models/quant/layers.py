@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from convforge.models.nets.blocks import ConvBNAct, SquareDeformDW
-from convforge.models.ops import deform_square_dw_conv2d, round_ste
-from convforge.models.quant.intops import act_range, derive_requant, requant, round_half_even, weight_range
 from torch import nn
 
 from convforge.errors import ConvforgeError
+from convforge.models.nets.blocks import ConvBNAct, SquareDeformDW
+from convforge.models.ops import deform_square_dw_conv2d, round_ste
+from convforge.models.quant.intops import act_range, derive_requant, requant, round_half_even, weight_range
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 #: Smallest observed maximum: a layer that never fired still gets a usable scale.

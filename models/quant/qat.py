@@ -25,12 +25,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from convforge.models.nets.blocks import COMPUTE_BLOCKS, Concat, ConvBNAct, SquareDeformDW
-from convforge.models.nets.graph import INPUT, Node, Trace, trace
-from convforge.models.quant.layers import QUANT_BLOCKS, ActObserver, QConvBNAct, QSquareDeformDW
 from torch import nn
 
 from convforge.errors import ConfigError, ExportError
+from convforge.models.nets.blocks import COMPUTE_BLOCKS, Concat, ConvBNAct, SquareDeformDW
+from convforge.models.nets.graph import INPUT, Node, Trace, trace
+from convforge.models.quant.layers import QUANT_BLOCKS, ActObserver, QConvBNAct, QSquareDeformDW
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
+
+from convforge.errors import ShapeError
 from convforge.models.data import DetectionDataset, Sample, images_to_tensor
 from convforge.models.eval.decode import Detections, decode_float, decode_int
 from convforge.models.eval.voc import VocResult, evaluate_samples
 from convforge.models.quant.qgraph import QGraph
-from torch import nn
-
-from convforge.errors import ShapeError
 
 BACKENDS = ("float", "qat", "int")
 #: Detections kept per image (CenterNet's K).

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
+
+from convforge.errors import CheckpointError, ConfigError
 from convforge.models.quant.qgraph import QGraph
 from convforge.models.train.checkpoint import load_checkpoint, load_state, model_from_checkpoint
 from convforge.models.train.modelspec import ModelSpec
 from convforge.models.train.zoo import default_checkpoint
-from torch import nn
-
-from convforge.errors import CheckpointError, ConfigError
 
 
 @dataclass

@@ -10,10 +10,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from convforge.models.nets import CONFIGS, CoDeNetConfig, build_codenet
 from torch import nn
 
 from convforge.errors import ConfigError
+from convforge.models.nets import CONFIGS, CoDeNetConfig, build_codenet
 
 #: Training-oriented configs. ``trees``: config ``a`` (ShuffleNetV2, stride-4 stem,
 #: 3/7/3 units) at a quarter of its width, with the decoder tail and the heads kept at

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import math
 
-from convforge.models.data import DetectionDataset, View, tile_positions
-
 from convforge.errors import DatasetError
+from convforge.models.data import DetectionDataset, View, tile_positions
 
 
 def reach_fraction(dataset: DetectionDataset) -> float:

@@ -34,6 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from convforge.errors import CheckpointError, ConfigError
 from convforge.models.data import DetectionDataset, get_dataset, make_collate
 from convforge.models.nets import OUTPUT_STRIDE
 from convforge.models.train.checkpoint import load_checkpoint, load_state, model_from_checkpoint, save_checkpoint
@@ -41,9 +44,6 @@ from convforge.models.train.evaluate import evaluate
 from convforge.models.train.losses import centernet_loss
 from convforge.models.train.modelspec import ModelSpec, default_quant, resolve_config
 from convforge.models.train.split import holdout
-from torch import nn
-
-from convforge.errors import CheckpointError, ConfigError
 
 PHASES = ("float", "qat", "export")
 

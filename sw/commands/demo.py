@@ -44,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _fresh_model(config: str, out: Path):
     """Build, quantise, calibrate and export an untrained CoDeNet ``config`` (1 class)."""
     import torch
+
     from convforge.models.data import get_dataset, make_collate
     from convforge.models.nets import build_codenet
     from convforge.models.quant import calibrate, export_qgraph, prepare_qat
@@ -67,11 +68,11 @@ def _rtl_depthwise(graph, values: dict, board: str, say) -> dict:
     import dataclasses
 
     import numpy as np
+
+    from convforge.errors import ShapeError
     from convforge.hw.boards import get_board
     from convforge.hw.rtl.depthwise_model import layer_from_qgraph
     from convforge.sim.tb_depthwise import run_layer
-
-    from convforge.errors import ShapeError
 
     runnable = []
     for layer in graph.layers:
@@ -99,6 +100,8 @@ def _rtl_depthwise(graph, values: dict, board: str, say) -> dict:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
+    from tqdm import tqdm
+
     from convforge.models.data import get_dataset
     from convforge.models.eval import decode_int, draw_detections
     from convforge.models.nets import count_params_macs
@@ -110,7 +113,6 @@ def run(args: argparse.Namespace) -> int:
     from convforge.models.train.evaluate import head_scales, score
     from convforge.models.train.inference import qat_model
     from convforge.models.train.zoo import default_checkpoint, default_qgraph
-    from tqdm import tqdm
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

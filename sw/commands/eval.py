@@ -42,6 +42,7 @@ def _safe(name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import torch
+
     from convforge.models.data import get_dataset
     from convforge.models.eval.plots import draw_detections, plot_pr_curve
     from convforge.models.train.inference import load_for_backend

@@ -7,9 +7,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from convforge.hw.config import EngineConfig
-
 from convforge import __version__
+from convforge.hw.config import EngineConfig
 
 NAME = "rtl"
 HELP = "generate the Verilog of every RTL unit (+ manifest.json)"

@@ -27,13 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from convforge.errors import ConfigError
     from convforge.hw.config import EngineConfig
     from convforge.hw.rtl.units import UNITS, get_unit
     from convforge.sim.regress import TEST_CONFIG, run_unit_regression
     from convforge.sim.tools import ensure_simulator
     from convforge.sw.commands.rtl import resolve_config
-
-    from convforge.errors import ConfigError
 
     if args.cases < 1:
         raise ConfigError(f"--cases {args.cases}: must be at least 1")

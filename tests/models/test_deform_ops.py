@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
+from convforge.errors import ConvforgeError, ShapeError
 from convforge.models.ops import (
     BoundedDeformConv3x3,
     SquareDeformableDW,
@@ -20,8 +22,6 @@ from convforge.models.ops import (
     square_offsets,
 )
 from convforge.models.quant.intops import rshift_round
-
-from convforge.errors import ConvforgeError, ShapeError
 
 # -- loop references ----------------------------------------------------------------------
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from convforge.errors import DatasetError, ShapeError
 from convforge.models.data import CenterNetTargets, Sample
 from convforge.models.eval import (
     Detections,
@@ -18,9 +21,6 @@ from convforge.models.eval import (
     voc_ap,
     voc_eval,
 )
-from PIL import Image
-
-from convforge.errors import DatasetError, ShapeError
 
 
 def _dets(rows: list[tuple[float, int, list[float]]]) -> Detections:

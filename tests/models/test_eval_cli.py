@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from convforge.models.quant.qgraph import QGraph
 from convforge.models.train.checkpoint import load_checkpoint
 from convforge.models.train.zoo import default_checkpoint, default_qgraph

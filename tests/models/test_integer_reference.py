@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from convforge.errors import ExportError, QGraphFormatError, ShapeError
 from convforge.models.quant import executor as ex
 from convforge.models.quant.intops import derive_requant, requant, rshift_round
 from convforge.models.quant.qgraph import Layer, QGraph, TensorType
-
-from convforge.errors import ExportError, QGraphFormatError, ShapeError
 
 # -- loop references (spec §1, §3, §4) ---------------------------------------------------
 

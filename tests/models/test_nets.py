@@ -8,6 +8,9 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from convforge.errors import ConfigError, ExportError
 from convforge.models.nets import (
     CONFIGS,
     Concat,
@@ -18,9 +21,6 @@ from convforge.models.nets import (
     trace,
 )
 from convforge.models.nets.codenet import HM_BIAS_INIT
-from torch import nn
-
-from convforge.errors import ConfigError, ExportError
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))

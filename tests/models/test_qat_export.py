@@ -9,6 +9,8 @@ import json
 import numpy as np
 import pytest
 import torch
+
+from convforge.errors import ConfigError, ConvforgeError, ExportError, QGraphFormatError
 from convforge.models.nets import ConvBNAct, build_codenet, trace
 from convforge.models.quant import calibrate, export_qgraph, freeze_observers, prepare_qat, qat_activations
 from convforge.models.quant.compare import heatmap_peaks
@@ -16,8 +18,6 @@ from convforge.models.quant.executor import run_qgraph
 from convforge.models.quant.export import accumulator_bound
 from convforge.models.quant.layers import QConvBNAct, QSquareDeformDW
 from convforge.models.quant.qgraph import QGraph, TensorType
-
-from convforge.errors import ConfigError, ConvforgeError, ExportError, QGraphFormatError
 
 HW = (64, 64)
 

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from convforge.errors import CheckpointError, DatasetError
 from convforge.models.data import CenterNetTargets, get_dataset
 from convforge.models.quant.qgraph import QGraph
 from convforge.models.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -14,8 +16,6 @@ from convforge.models.train.evaluate import evaluate
 from convforge.models.train.losses import centernet_loss, focal_loss, masked_l1
 from convforge.models.train.split import holdout, reach_fraction
 from convforge.models.train.trainer import TrainConfig, Trainer
-
-from convforge.errors import CheckpointError, DatasetError
 
 
 def _sig(x: float) -> float:

@@ -3,6 +3,8 @@ RTL in cocotb/Verilator bit-exact against the golden model (INTEGER_SPEC §7).""
 
 import numpy as np
 import pytest
+
+from convforge.errors import ShapeError
 from convforge.hw.config import EngineConfig
 from convforge.hw.rtl.depthwise import (
     CYCLES_PER_OUTPUT,
@@ -23,8 +25,6 @@ from convforge.sim.payload import pack, unpack
 from convforge.sim.regress import TEST_CONFIG
 from convforge.sim.tb_depthwise import make_case, measure_throughput, regress
 from convforge.sim.tools import available_simulators
-
-from convforge.errors import ShapeError
 
 needs_verilator = pytest.mark.skipif("verilator" not in available_simulators(), reason="Verilator not installed")
 

@@ -8,12 +8,12 @@ import pytest
 from amaranth import Module, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from convforge.errors import SimulationError
 from convforge.sim.payload import pack, unpack
 from convforge.sim.player import Phase, play_streams
 from convforge.sim.runner import build_design, parse_results
 from convforge.sim.tools import ensure_simulator
-
-from convforge.errors import SimulationError
 
 LANES = data.ArrayLayout(signed(9), 3)
 PAIR = data.StructLayout({"a": signed(5), "b": data.ArrayLayout(4, 2)})

@@ -1,6 +1,7 @@
 """Pointwise PE array in cocotb: bit-exact random layers, MAC utilisation."""
 
 import pytest
+
 from convforge.hw.config import EngineConfig
 from convforge.hw.rtl.pe_array import mac_utilisation
 from convforge.sim.regress import TEST_CONFIG, run_unit_regression

@@ -1,6 +1,7 @@
 """Requant unit in cocotb: bit-exact with intops on random cases with flow control."""
 
 import pytest
+
 from convforge.hw.config import EngineConfig
 from convforge.sim.regress import TEST_CONFIG, run_unit_regression
 

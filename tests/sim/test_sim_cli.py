@@ -1,6 +1,7 @@
 """``convforge sim`` prints per-unit results and ends with 'N passed, M failed'."""
 
 import pytest
+
 from convforge.sw.cli import main
 
 
