@@ -38,6 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="skip running the network's depthwise layers through the Verilator model of the depthwise unit",
     )
     p.add_argument("--board", default="ultra96v2", help="board whose default engine the RTL step builds")
+    p.add_argument(
+        "--score-thresh",
+        type=float,
+        default=0.15,
+        help="detections drawn and counted from this score up (AP50 uses every detection)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
 
 
@@ -185,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
         detections[sample.image_id] = dets
         samples.append(dataset.annotations(i))
         if i < 4:
-            draw_detections(sample.image, dets.boxes, dets.scores, sample.boxes, out / f"detections_{i}.png")
+            draw_detections(
+                sample.image, dets.boxes, dets.scores, sample.boxes, out / f"detections_{i}.png", args.score_thresh
+            )
     agreement_min = min(worst.values()) if worst else 1.0
     summary["integer_reference"] = {
         "views": n_views,
@@ -200,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
     say("[4/6] decoding the integer heatmap (INTEGER_SPEC §5) and scoring VOC07 AP50")
     result = score(detections, samples, graph.meta.get("num_classes", 1), "int")
     summary["detections"] = {
-        "count_above_0.3": int(sum(int((d.scores >= 0.3).sum()) for d in detections.values())),
+        "score_thresh": args.score_thresh,
+        "count_above_thresh": int(sum(int((d.scores >= args.score_thresh).sum()) for d in detections.values())),
         "ap50_int": round(float(result.ap50), 4),
         "ground_truth_boxes": int(sum(int((~s.difficult).sum()) for s in samples)),
     }
@@ -228,7 +237,8 @@ def run(args: argparse.Namespace) -> int:
         f"  int vs fake-quant     every layer within 1 LSB on >= {agreement_min * 100:.2f} % of elements "
         f"({ir['layers_compared']} layers); heatmap peaks identical on {peaks_equal}/{n_views} views"
     )
-    print(f"  detections            {d['count_above_0.3']} boxes with score >= 0.3, {d['ground_truth_boxes']} trees")
+    thresh = f"score >= {args.score_thresh:g}"
+    print(f"  detections            {d['count_above_thresh']} boxes with {thresh}, {d['ground_truth_boxes']} trees")
     print(f"  AP50 (VOC07, int)     {d['ap50_int']:.3f}")
     if args.rtl:
         rtl = summary["rtl_depthwise"]
