@@ -67,9 +67,18 @@ class EvalResult:
         }
 
 
-def _batches(dataset: DetectionDataset, batch_size: int, limit: int | None) -> Iterator[list[Sample]]:
+def _batches(
+    dataset: DetectionDataset, batch_size: int, limit: int | None, progress: bool = False, desc: str = "evaluate"
+) -> Iterator[list[Sample]]:
+    """Lists of up to ``batch_size`` samples of the first ``limit`` views, with a tqdm bar
+    over batches when ``progress``."""
     n = len(dataset) if limit is None else min(len(dataset), int(limit))
-    for start in range(0, n, batch_size):
+    starts = range(0, n, batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+    for start in starts:
         yield [dataset[i] for i in range(start, min(n, start + batch_size))]
 
 
@@ -95,12 +104,7 @@ def predict_float(
     model.eval()
     detections: dict[str, Detections] = {}
     samples: list[Sample] = []
-    batches = _batches(dataset, batch_size, limit)
-    if progress:
-        from tqdm import tqdm
-
-        total = -(-(len(dataset) if limit is None else min(limit, len(dataset))) // batch_size)
-        batches = tqdm(batches, total=total, desc="evaluate", unit="batch", leave=False)
+    batches = _batches(dataset, batch_size, limit, progress, "evaluate")
     with torch.no_grad():
         for batch in batches:
             x = images_to_tensor([s.image for s in batch]).to(device)
@@ -145,12 +149,7 @@ def predict_int(
     scales = head_scales(graph)
     detections: dict[str, Detections] = {}
     samples: list[Sample] = []
-    batches = _batches(dataset, batch_size, limit)
-    if progress:
-        from tqdm import tqdm
-
-        total = -(-(len(dataset) if limit is None else min(limit, len(dataset))) // batch_size)
-        batches = tqdm(batches, total=total, desc="integer reference", unit="batch", leave=False)
+    batches = _batches(dataset, batch_size, limit, progress, "integer reference")
     for batch in batches:
         images = torch.from_numpy(np.stack([s.image for s in batch])).permute(0, 3, 1, 2).contiguous()
         heads = run_qgraph(graph, images)
