@@ -20,26 +20,23 @@ def zoo_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "zoo"
 
 
-def default_checkpoint() -> Path:
-    """Path of the shipped W4A8 (QAT) checkpoint; CheckpointError if it is missing."""
-    path = zoo_dir() / f"{SHIPPED_NAME}.pt"
+def _shipped(suffix: str, what: str, fix: str) -> Path:
+    path = zoo_dir() / f"{SHIPPED_NAME}{suffix}"
     if not path.is_file():
         raise CheckpointError(
-            f"{path}: the shipped checkpoint is missing from this installation; reinstall "
-            "convforge or pass --checkpoint with a file from `convforge train`"
+            f"{path}: the shipped {what} is missing from this installation; reinstall convforge or {fix}"
         )
     return path
+
+
+def default_checkpoint() -> Path:
+    """Path of the shipped W4A8 (QAT) checkpoint; CheckpointError if it is missing."""
+    return _shipped(".pt", "checkpoint", "pass --checkpoint with a file from `convforge train`")
 
 
 def default_qgraph() -> Path:
     """Path of the shipped QGraph's ``.json`` (its ``.npz`` sits beside it)."""
-    path = zoo_dir() / f"{SHIPPED_NAME}.json"
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path}: the shipped QGraph is missing from this installation; reinstall "
-            "convforge or export one with `convforge train --phase export`"
-        )
-    return path
+    return _shipped(".json", "QGraph", "export one with `convforge train --phase export`")
 
 
 def ship_model(run_dir: str | Path, dest: str | Path | None = None, name: str = SHIPPED_NAME) -> tuple[Path, Path]:
