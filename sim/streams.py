@@ -50,7 +50,19 @@ def _read_int(handle: Any) -> int:
     return int(handle.value.to_unsigned()) if hasattr(handle.value, "to_unsigned") else int(handle.value)
 
 
-class StreamDriver:
+class _StreamPorts:
+    """The ``<name>__valid``/``__ready``/``__payload`` ports of one stream of ``dut``."""
+
+    def __init__(self, dut: Any, name: str, rng: random.Random, shape: Any) -> None:
+        self.name = name
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.payload = getattr(dut, f"{name}__payload", None)
+        self.rng = rng
+        self.shape = shape
+
+
+class StreamDriver(_StreamPorts):
     """Drives the ``<name>__valid``/``__payload`` ports of an input stream of ``dut``.
 
     Args:
@@ -63,13 +75,8 @@ class StreamDriver:
 
     def __init__(self, dut: Any, name: str, rng: random.Random, gap_prob: float = 0.0,
                  shape: Any = None) -> None:
-        self.name = name
-        self.valid = getattr(dut, f"{name}__valid")
-        self.ready = getattr(dut, f"{name}__ready")
-        self.payload = getattr(dut, f"{name}__payload", None)
-        self.rng = rng
+        super().__init__(dut, name, rng, shape)
         self.gap_prob = gap_prob
-        self.shape = shape
         self.queue: deque[int] = deque()
         self.sent = 0
         self._holding = False
@@ -101,7 +108,7 @@ class StreamDriver:
             self.sent += 1
 
 
-class StreamSink:
+class StreamSink(_StreamPorts):
     """Collects payloads from the ``<name>__valid``/``__payload`` ports of an output
     stream, driving ``<name>__ready`` low with probability ``stall_prob`` per cycle.
     Received raw integers accumulate in :attr:`received` (with the cycle of arrival in
@@ -109,13 +116,8 @@ class StreamSink:
 
     def __init__(self, dut: Any, name: str, rng: random.Random, stall_prob: float = 0.0,
                  shape: Any = None) -> None:
-        self.name = name
-        self.valid = getattr(dut, f"{name}__valid")
-        self.ready = getattr(dut, f"{name}__ready")
-        self.payload = getattr(dut, f"{name}__payload", None)
-        self.rng = rng
+        super().__init__(dut, name, rng, shape)
         self.stall_prob = stall_prob
-        self.shape = shape
         self.received: list[int] = []
         self.cycles: list[int] = []
         self._ready = 0
