@@ -37,3 +37,7 @@ class DatasetError(ConvforgeError):
 
 class CheckpointError(ConvforgeError):
     """A checkpoint file is missing, corrupt, or for another model."""
+
+
+class LayoutError(ConvforgeError):
+    """A value does not fit a field of a hardware layout (descriptor, packed word)."""

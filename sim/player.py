@@ -2,7 +2,7 @@
 
 Build the design with :func:`convforge.sim.runner.build_design`, describe the test as a
 list of :class:`Phase` objects holding packed payloads (pack them with
-:func:`convforge.sim.payload.pack` and the RTL's layouts), and call :func:`play_streams`.
+:func:`convforge.hw.packing.pack` and the RTL's layouts), and call :func:`play_streams`.
 The returned :class:`PlayResult` has the collected payloads and cycle counts per phase; a
 timeout, a surplus payload or a difference from ``Phase.expect`` fails the run, which then
 leaves a waveform (``result.tb.waves``).

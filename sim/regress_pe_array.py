@@ -30,7 +30,7 @@ from convforge.models.quant.intops import (
     requant,
     weight_range,
 )
-from convforge.sim.payload import pack, unpack
+from convforge.hw.packing import pack, unpack
 from convforge.sim.player import Phase, play_streams
 from convforge.sim.regress import RegressionResult, compare_case
 from convforge.sim.runner import DesignHandle, build_design

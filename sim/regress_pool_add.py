@@ -29,7 +29,7 @@ from convforge.hw.rtl.pool_add import (
 )
 from convforge.models.quant.executor import add_int, maxpool_int
 from convforge.models.quant.intops import M_MAX, M_MIN, S_MAX, act_range
-from convforge.sim.payload import pack, unpack
+from convforge.hw.packing import pack, unpack
 from convforge.sim.player import Phase, play_streams
 from convforge.sim.regress import RegressionResult, compare_case
 from convforge.sim.runner import build_design

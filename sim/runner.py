@@ -2,8 +2,8 @@
 
 A thin layer over cocotb 2.x's Python runner (:func:`cocotb_tools.runner.get_runner`):
 
-* :func:`emit_verilog` turns an Amaranth component into Verilog (Amaranth's builtin
-  Yosys).
+* :func:`convforge.hw.rtl.emit.emit_verilog` turns an Amaranth component into Verilog
+  (Amaranth's builtin Yosys).
 * :func:`build_design` compiles that Verilog for a simulator into a directory named by a
   hash of the Verilog text, the top-level name, the simulator and the build flags, so a
   design is compiled once and every later call -- in this process, in another pytest-xdist
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from convforge.errors import SimulationError
+from convforge.hw.rtl.emit import emit_verilog
 from convforge.sim.tbio import ENV_OUT, ENV_PARAMS
 from convforge.sim.tools import VERILATOR_FLAGS, ensure_simulator
 
@@ -54,16 +55,6 @@ _run_counter = itertools.count()
 def default_build_root() -> Path:
     """Where designs are built: ``$CONVFORGE_SIM_BUILD`` or ``./build/sim``."""
     return Path(os.environ.get("CONVFORGE_SIM_BUILD", Path.cwd() / "build" / "sim")).resolve()
-
-
-def emit_verilog(component: Any, name: str, ports: list | None = None) -> str:
-    """Verilog text of an Amaranth ``wiring.Component`` (or elaboratable with ``ports``),
-    top module named ``name``. Uses ``amaranth.back.verilog.convert`` (builtin Yosys)."""
-    from amaranth.back import verilog  # noqa: PLC0415
-
-    if ports is None:
-        return verilog.convert(component, name=name)
-    return verilog.convert(component, name=name, ports=ports)
 
 
 @dataclass(frozen=True)
@@ -208,12 +199,14 @@ def build_design(
         )
     toplevel = toplevel or name
     traced = (simulator == "verilator") if traced is None else traced
+    # The in-process memo saves re-emitting Verilog (seconds for a large unit). It is keyed
+    # on what would be built: the Verilog text, or a fingerprint of the factory's code and
+    # captured values; a factory that cannot be fingerprinted is emitted every time. The
+    # build directory itself is always keyed on the emitted Verilog's hash.
+    identity = verilog_text if verilog_text is not None else _factory_fingerprint(component_factory)
     memo_key = (name, toplevel, simulator, traced,
-                json.dumps(params or {}, sort_keys=True, default=str),
-                verilog_text if verilog_text is not None else id(component_factory))
-    if component_factory is not None:
-        memo_key = memo_key[:-1] + ("factory",)
-    if memo_key in _memo and _memo[memo_key].build_dir.joinpath(_STAMP).is_file():
+                json.dumps(params or {}, sort_keys=True, default=str), identity)
+    if identity is not None and memo_key in _memo and _memo[memo_key].build_dir.joinpath(_STAMP).is_file():
         return _memo[memo_key]
 
     ensure_simulator(simulator)
@@ -241,6 +234,38 @@ def build_design(
             _compile(handle, verilog_text, flags)
     _memo[memo_key] = handle
     return handle
+
+
+def _factory_fingerprint(factory: Callable[[], Any]) -> str | None:
+    """A string that is equal for two factories only if they build the same component.
+
+    Classes are named by module and qualified name; functions (lambdas included) by their
+    bytecode, constants and the ``repr`` of every captured value and default. Returns None
+    when some captured value has no value-based ``repr`` (it shows an address), so the
+    caller emits the Verilog instead of trusting the memo.
+    """
+    import functools  # noqa: PLC0415
+    import inspect  # noqa: PLC0415
+
+    if inspect.isclass(factory):
+        return f"class:{factory.__module__}.{factory.__qualname__}"
+    if isinstance(factory, functools.partial):
+        inner = _factory_fingerprint(factory.func)
+        if inner is None:
+            return None
+        parts = [inner, repr(factory.args), repr(sorted(factory.keywords.items()))]
+    elif inspect.isfunction(factory):
+        code = factory.__code__
+        cells = [c.cell_contents for c in (factory.__closure__ or ())]
+        parts = [factory.__module__, factory.__qualname__, code.co_code.hex(), repr(code.co_consts),
+                 repr(code.co_names), repr(cells), repr(factory.__defaults__),
+                 repr(factory.__kwdefaults__)]
+    else:
+        return None
+    text = "\0".join(parts)
+    if " at 0x" in text:
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _compile(handle: DesignHandle, verilog_text: str, flags: list[str]) -> None:

@@ -17,7 +17,7 @@ design sees at the next rising edge, where the transfer happens.
 * :class:`StreamBench` owns the clock, the reset and the cycle loop.
 
 Payloads are raw integers; :func:`pack`/:func:`unpack` (re-exported from
-:mod:`convforge.sim.payload`) convert to and from Python values with the RTL's own
+:mod:`convforge.hw.packing`) convert to and from Python values with the RTL's own
 ``data.Layout`` objects. Every random choice comes from a seeded ``random.Random``.
 """
 
@@ -32,7 +32,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from convforge.sim.payload import pack, unpack
+from convforge.hw.packing import pack, unpack
 
 __all__ = ["StreamBench", "StreamDriver", "StreamSink", "pack", "unpack", "write_signal"]
 

@@ -30,7 +30,7 @@ from convforge.hw.rtl.depthwise_model import (
     unpack_depthwise_output,
 )
 from convforge.models.quant.intops import M_MAX, M_MIN, S_MAX, act_range, weight_range
-from convforge.sim.payload import pack
+from convforge.hw.packing import pack
 from convforge.sim.player import Phase, play_streams
 from convforge.sim.regress import RegressionResult, compare_case
 from convforge.sim.runner import DesignHandle, build_design

@@ -29,7 +29,7 @@ from convforge.hw.rtl.depthwise import (
 )
 from convforge.models.quant.executor import as_pair, bilinear_deform_int, conv2d_int, square_deform_dw_int
 from convforge.models.quant.intops import requant
-from convforge.sim.payload import pack, unpack
+from convforge.hw.packing import pack, unpack
 
 
 @dataclass(frozen=True)

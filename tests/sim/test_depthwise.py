@@ -21,7 +21,7 @@ from convforge.hw.rtl.depthwise_model import (
 )
 from convforge.hw.rtl.units import get_unit
 from convforge.models.quant.intops import rshift_round, sat
-from convforge.sim.payload import pack, unpack
+from convforge.hw.packing import pack, unpack
 from convforge.sim.regress import TEST_CONFIG
 from convforge.sim.tb_depthwise import make_case, measure_throughput, regress
 from convforge.sim.tools import available_simulators

@@ -9,8 +9,8 @@ from amaranth import Module, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from convforge.errors import SimulationError
-from convforge.sim.payload import pack, unpack
+from convforge.errors import LayoutError, SimulationError
+from convforge.hw.packing import pack, unpack
 from convforge.sim.player import Phase, play_streams
 from convforge.sim.runner import build_design, parse_results
 from convforge.sim.tools import ensure_simulator
@@ -49,7 +49,7 @@ def test_pack_unpack_roundtrip_uses_layout_offsets():
         assert unpack(PAIR, pack(PAIR, s)) == s
         # pack agrees with Amaranth's own constant encoding
         assert pack(PAIR, s) == PAIR.const(s).as_value().value
-    with pytest.raises(SimulationError, match="does not fit"):
+    with pytest.raises(LayoutError, match="does not fit"):
         pack(LANES, [256, 0, 0])
 
 
@@ -99,3 +99,28 @@ def test_mismatch_fails_and_leaves_waveform(add_offset):
 def test_build_is_cached(add_offset):
     again = build_design("infra_add_offset", verilog_text=add_offset.verilog_path.read_text())
     assert again.build_dir == add_offset.build_dir
+
+
+class SubOffset(AddOffset):
+    """Same ports as :class:`AddOffset`, different function: out[j] = in[j] - k."""
+
+    def elaborate(self, platform):
+        m = Module()
+        take = self.o.ready | ~self.o.valid
+        m.d.comb += self.i.ready.eq(take)
+        with m.If(take):
+            m.d.sync += self.o.valid.eq(self.i.valid)
+            m.d.sync += [self.o.payload[j].eq(self.i.payload[j] - self.k) for j in range(3)]
+        return m
+
+
+def test_two_designs_under_one_name_never_share_a_build(add_offset):
+    """Regression: the memo used to key every factory build on the constant "factory"."""
+    other = build_design("infra_add_offset", component_factory=SubOffset)
+    assert other.build_dir != add_offset.build_dir
+    assert other.verilog_path.read_text() != add_offset.verilog_path.read_text()
+    # lambdas with the same code but different captured classes are different designs too
+    builds = [build_design("infra_lambda", component_factory=lambda c=c: c()) for c in (AddOffset, SubOffset)]
+    assert builds[0].build_dir != builds[1].build_dir
+    # and the same factory again reuses its build
+    assert build_design("infra_add_offset", component_factory=SubOffset).build_dir == other.build_dir

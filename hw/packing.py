@@ -9,6 +9,8 @@ hand: field offsets come from the layout itself.
   sequence of its elements; nesting works.
 
 These functions need only Amaranth (no simulator) and work on Python ints of any width.
+They live in ``convforge.hw`` because the compiler, the driver and the testbenches all
+pack with them (ARCHITECTURE.md: packing belongs to ``hw``, not to the testbenches).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
-from convforge.errors import SimulationError
+from convforge.errors import LayoutError
 
 
 def shape_width(shape: Any) -> int:
@@ -33,7 +35,7 @@ def pack(shape: Any, value: Any) -> int:
     """The non-negative integer whose bits are ``value`` laid out as ``shape``.
 
     Raises:
-        SimulationError: a value does not fit its field (names the field path).
+        LayoutError: a value does not fit its field (names the field path).
     """
     return _pack(shape, value, "payload")
 
@@ -42,15 +44,15 @@ def _pack(shape: Any, value: Any, path: str) -> int:
     if isinstance(shape, data.Layout):
         if isinstance(shape, data.ArrayLayout):
             if not isinstance(value, Sequence) and not hasattr(value, "__len__"):
-                raise SimulationError(f"{path}: expected a sequence of {shape.length} elements")
+                raise LayoutError(f"{path}: expected a sequence of {shape.length} elements")
             if len(value) != shape.length:
-                raise SimulationError(
+                raise LayoutError(
                     f"{path}: expected {shape.length} elements, got {len(value)}")
             items = enumerate(value)
         elif isinstance(value, Mapping):
             items = value.items()
         else:
-            raise SimulationError(f"{path}: expected a dict of fields for {shape!r}")
+            raise LayoutError(f"{path}: expected a dict of fields for {shape!r}")
         bits = 0
         for key, item in items:
             fld = shape[key]
@@ -60,7 +62,7 @@ def _pack(shape: Any, value: Any, path: str) -> int:
     v = int(value)
     lo, hi = (-(1 << (s.width - 1)), (1 << (s.width - 1)) - 1) if s.signed else (0, (1 << s.width) - 1)
     if not lo <= v <= hi:
-        raise SimulationError(f"{path}: value {v} does not fit {s!r} [{lo}, {hi}]")
+        raise LayoutError(f"{path}: value {v} does not fit {s!r} [{lo}, {hi}]")
     return v & ((1 << s.width) - 1)
 
 
