@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from convforge.hw.config import EngineConfig
+from convforge.hw.packing import pack, unpack
 from convforge.hw.rtl import pe_array as pe
 from convforge.hw.rtl.requant import requant_out_layout
 from convforge.models.quant.executor import conv2d_int
@@ -30,7 +31,6 @@ from convforge.models.quant.intops import (
     requant,
     weight_range,
 )
-from convforge.hw.packing import pack, unpack
 from convforge.sim.player import Phase, play_streams
 from convforge.sim.regress import RegressionResult, compare_case
 from convforge.sim.runner import DesignHandle, build_design

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from convforge.hw.config import EngineConfig
+from convforge.hw.packing import pack, unpack
 from convforge.hw.rtl.pool_add import (
     MaxPool,
     ResidualAdd,
@@ -29,7 +30,6 @@ from convforge.hw.rtl.pool_add import (
 )
 from convforge.models.quant.executor import add_int, maxpool_int
 from convforge.models.quant.intops import M_MAX, M_MIN, S_MAX, act_range
-from convforge.hw.packing import pack, unpack
 from convforge.sim.player import Phase, play_streams
 from convforge.sim.regress import RegressionResult, compare_case
 from convforge.sim.runner import build_design

@@ -14,9 +14,9 @@ import random
 import numpy as np
 
 from convforge.hw.config import EngineConfig
+from convforge.hw.packing import pack, unpack
 from convforge.hw.rtl.requant import Requant, requant_in_layout, requant_out_layout
 from convforge.models.quant.intops import M_MAX, M_MIN, S_MAX, act_range, rshift_round, sat
-from convforge.hw.packing import pack, unpack
 from convforge.sim.player import Phase, play_streams
 from convforge.sim.regress import RegressionResult, compare_case
 from convforge.sim.runner import build_design

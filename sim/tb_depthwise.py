@@ -19,6 +19,7 @@ import numpy as np
 
 from convforge.errors import SimulationError
 from convforge.hw.config import EngineConfig
+from convforge.hw.packing import pack
 from convforge.hw.rtl.depthwise import DepthwiseUnit, line_buffer_rows, out_layout
 from convforge.hw.rtl.depthwise_model import (
     DepthwiseLayer,
@@ -30,7 +31,6 @@ from convforge.hw.rtl.depthwise_model import (
     unpack_depthwise_output,
 )
 from convforge.models.quant.intops import M_MAX, M_MIN, S_MAX, act_range, weight_range
-from convforge.hw.packing import pack
 from convforge.sim.player import Phase, play_streams
 from convforge.sim.regress import RegressionResult, compare_case
 from convforge.sim.runner import DesignHandle, build_design

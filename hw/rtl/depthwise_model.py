@@ -18,6 +18,7 @@ import torch
 
 from convforge.errors import ShapeError
 from convforge.hw.config import EngineConfig
+from convforge.hw.packing import pack, unpack
 from convforge.hw.rtl.depthwise import (
     DILATION_SHAPE,
     MODE_CODES,
@@ -29,7 +30,6 @@ from convforge.hw.rtl.depthwise import (
 )
 from convforge.models.quant.executor import as_pair, bilinear_deform_int, conv2d_int, square_deform_dw_int
 from convforge.models.quant.intops import requant
-from convforge.hw.packing import pack, unpack
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def write_rtl(cfg: EngineConfig, out: Path, units: list[str] | None = None,
               board: str | None = None) -> dict:
     """Write ``out/<unit>.v`` for each unit and ``out/manifest.json``; return the manifest."""
-    from convforge.hw.rtl.units import UNITS, get_unit
     from convforge.hw.rtl.emit import emit_verilog
+    from convforge.hw.rtl.units import UNITS, get_unit
 
     names = units or list(UNITS)
     out.mkdir(parents=True, exist_ok=True)

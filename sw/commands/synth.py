@@ -115,8 +115,8 @@ def synth_report(board_name: str, config: Path | None, units: list[str] | None, 
     from concurrent.futures import ThreadPoolExecutor
 
     from convforge.hw.boards import get_board
-    from convforge.hw.rtl.units import UNITS, get_unit
     from convforge.hw.rtl.emit import emit_verilog
+    from convforge.hw.rtl.units import UNITS, get_unit
 
     board = get_board(board_name)
     cfg = resolve_config(board_name, config)

@@ -6,6 +6,7 @@ import pytest
 
 from convforge.errors import ShapeError
 from convforge.hw.config import EngineConfig
+from convforge.hw.packing import pack, unpack
 from convforge.hw.rtl.depthwise import (
     CYCLES_PER_OUTPUT,
     DepthwiseUnit,
@@ -21,7 +22,6 @@ from convforge.hw.rtl.depthwise_model import (
 )
 from convforge.hw.rtl.units import get_unit
 from convforge.models.quant.intops import rshift_round, sat
-from convforge.hw.packing import pack, unpack
 from convforge.sim.regress import TEST_CONFIG
 from convforge.sim.tb_depthwise import make_case, measure_throughput, regress
 from convforge.sim.tools import available_simulators

@@ -9,7 +9,7 @@ from amaranth import Module, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from convforge.errors import LayoutError, SimulationError
+from convforge.errors import LayoutError
 from convforge.hw.packing import pack, unpack
 from convforge.sim.player import Phase, play_streams
 from convforge.sim.runner import build_design, parse_results
