@@ -289,7 +289,9 @@ def deform_square_dw_conv2d(
         )
     d = dilation.detach()
     if d.is_floating_point() and not bool(torch.isfinite(d).all()):
-        raise ConvforgeError("deform_square_dw_conv2d: dilation holds non-finite values (inf/NaN); it must be integer-valued")
+        raise ConvforgeError(
+            "deform_square_dw_conv2d: dilation holds non-finite values (inf/NaN); it must be integer-valued"
+        )
     if d.is_floating_point() and not torch.equal(d, torch.floor(d)):
         raise ConvforgeError("deform_square_dw_conv2d: dilation must be integer-valued (round it, e.g. with round_ste)")
     if bool((d < 0).any()):

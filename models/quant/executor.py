@@ -147,9 +147,8 @@ def bilinear_deform_int(
             f"bilinear_deform_int: offset shape {tuple(offset.shape)}, expected {(n, 18, ho, wo)}"
         )
     one = 1 << frac_bits
-    check_int64_bound(
-        _max_abs(x) * _max_abs(weight) * 9 * c * one * one, "bilinear_deform_int", "worst-case |acc| (2F fractional bits)"
-    )
+    bound = _max_abs(x) * _max_abs(weight) * 9 * c * one * one
+    check_int64_bound(bound, "bilinear_deform_int", "worst-case |acc| (2F fractional bits)")
     base_y = (torch.arange(ho, dtype=torch.int64) * sy - py_).view(1, ho, 1)
     base_x = (torch.arange(wo, dtype=torch.int64) * sx - px_).view(1, 1, wo)
     samples = []  # per tap: V (N, C, Ho, Wo) with 2F fractional bits

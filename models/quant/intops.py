@@ -64,17 +64,20 @@ def _first_offender(mask, *values) -> str:
     return f"index {idx}: " + ", ".join(shown) if idx else ", ".join(shown)
 
 
-def as_int64(v, op: str, name: str = "value"):
+def as_int64(v, op: str, name: str = "value", unbounded_int: bool = False):
     """``v`` as int64 without wrapping: Python int -> int, NumPy/torch integer -> int64.
 
     Narrow dtypes (int8, uint8, int16, int32, uint16, uint32) are widened, so arithmetic on
-    them cannot wrap in their own width. Raises:
+    them cannot wrap in their own width. With ``unbounded_int`` a Python int passes
+    unchanged whatever its size (Python ints never wrap). Raises:
         IntegerOverflowError: ``v`` is floating point or bool, or a uint64/Python int
             outside the int64 range.
     """
     if isinstance(v, bool | np.bool_):
         raise IntegerOverflowError(f"{op}: {name} must be an integer, got a bool")
     if isinstance(v, int):
+        if unbounded_int:
+            return v
         if not INT64_MIN <= v <= INT64_MAX:
             raise IntegerOverflowError(f"{op}: {name} = {v} is outside int64; the reference never wraps")
         return v
@@ -130,7 +133,7 @@ def rshift_round(v, s):
             ``[0, 62]``, or ``v + 2**(s-1)`` would exceed int64 (names the value).
     """
     op = "rshift_round"
-    v = as_int64(v, op, "v")
+    v = as_int64(v, op, "v", unbounded_int=True)
     s = check_shift(s, op)
     if isinstance(v, int) and isinstance(s, int):  # Python ints never wrap
         return v if s == 0 else (v + (1 << (s - 1))) >> s
@@ -138,7 +141,8 @@ def rshift_round(v, s):
         if s == 0:
             return v
         half = 1 << (s - 1)
-        if _max_abs(v) > INT64_MAX - half:
+        n = v.numel() if _torch_tensor(v) else np.asarray(v).size
+        if n and int(v.max()) > INT64_MAX - half:  # adding half can only overflow upwards
             bad = v > INT64_MAX - half
             raise IntegerOverflowError(
                 f"{op}: v + 2**{s - 1} wraps int64 at {_first_offender(bad, v)}; the reference never wraps"
@@ -262,7 +266,7 @@ def requant(acc, bias, M, S, lo, hi):
     if isinstance(lo, int | np.integer) and isinstance(hi, int | np.integer) and lo > hi:
         raise IntegerOverflowError(f"{op}: lo = {int(lo)} is above hi = {int(hi)}; no value fits [lo, hi]")
     if isinstance(acc, int | np.integer) and all(isinstance(t, int | np.integer) for t in (bias, M, S)):
-        acc, bias, M, S = (as_int64(t, op, n) for t, n in ((acc, "acc"), (bias, "bias"), (M, "M"), (S, "S")))
+        acc, bias, M, S = (as_int64(t, op, n, True) for t, n in ((acc, "acc"), (bias, "bias"), (M, "M"), (S, "S")))
         if M < 0:
             raise IntegerOverflowError(f"{op}: M = {M} is negative (INTEGER_SPEC §3: M >= 0)")
         check_shift(S, op)

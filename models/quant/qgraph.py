@@ -263,8 +263,10 @@ class QGraph:
                 outputs=dict(doc["outputs"]),
                 meta=dict(doc.get("meta", {})),
             )
-        except QGraphFormatError:
-            raise
+        except QGraphFormatError as exc:
+            if str(json_path.parent) in str(exc):
+                raise
+            raise QGraphFormatError(f"{json_path}: {exc}") from exc
         except KeyError as exc:
             raise QGraphFormatError(f"{json_path}: required field {exc} is missing; re-export the model") from exc
         except (TypeError, ValueError, AttributeError) as exc:

@@ -239,8 +239,8 @@ def _in_range(ck: _Checker, where: str, key: str, arr: np.ndarray, lo: int, hi: 
     a, b = _span(arr)
     if a < lo or b > hi:
         bad = np.argwhere((arr < lo) | (arr > hi))[0]
-        ck.fail(where, f"param {key!r} spans [{a}, {b}] (e.g. {int(arr[tuple(bad)])} at index {tuple(int(i) for i in bad)}), "
-                f"outside [{lo}, {hi}] ({why})")
+        example = f"e.g. {int(arr[tuple(bad)])} at index {tuple(int(i) for i in bad)}"
+        ck.fail(where, f"param {key!r} spans [{a}, {b}] ({example}), outside [{lo}, {hi}] ({why})")
 
 
 def _check_m_s(ck: _Checker, where: str, key_m: str, m: np.ndarray, s: np.ndarray) -> None:
@@ -306,7 +306,8 @@ def _check_layer(
             dmap = ins[1]
             if tuple(dmap.shape) != (1, ho, wo):
                 ck.fail(where, f"dilation map {layer.inputs[1]!r} has shape {dmap.shape}, expected {(1, ho, wo)}")
-            _check_map_producer(ck, where, producers.get(layer.inputs[1]), 0, attrs["d_max"], "dilation map", "[0, d_max]")
+            producer = producers.get(layer.inputs[1])
+            _check_map_producer(ck, where, producer, 0, attrs["d_max"], "dilation map", "[0, d_max]")
         else:
             (sh, sw), (ph, pw), (dh, dw) = (attrs[k] for k in ("stride", "padding", "dilation"))
             g, frac = attrs["groups"], 2 * attrs["F"]
@@ -318,7 +319,8 @@ def _check_layer(
                         "(offsets are int8, INTEGER_SPEC §2)")
             if tuple(ins[1].shape) != (18, ho, wo):
                 ck.fail(where, f"offset map {layer.inputs[1]!r} has shape {ins[1].shape}, expected {(18, ho, wo)}")
-            _check_map_producer(ck, where, producers.get(layer.inputs[1]), -limit, limit, "offset map", "[-R*2**F, R*2**F]")
+            producer = producers.get(layer.inputs[1])
+            _check_map_producer(ck, where, producer, -limit, limit, "offset map", "[-R*2**F, R*2**F]")
         if c_in % g or o % g:
             ck.fail(where, f"field 'groups' = {g} must divide the {c_in} input and {o} output channels")
         if op == "square_deform_dw" and o != c_in:
@@ -353,7 +355,8 @@ def _check_layer(
     elif op == "concat":
         first = ins[0]
         for t, tt in zip(layer.inputs, ins, strict=True):
-            if tuple(tt.shape[1:]) != tuple(first.shape[1:]) or (tt.bits, tt.signed, tt.scale) != (first.bits, first.signed, first.scale):
+            same_type = (tt.bits, tt.signed, tt.scale) == (first.bits, first.signed, first.scale)
+            if tuple(tt.shape[1:]) != tuple(first.shape[1:]) or not same_type:
                 ck.fail(where, f"input {t!r} ({tt.shape}, {tt.bits} bits, signed={tt.signed}, scale {tt.scale}) "
                         f"differs from the first input ({first.shape}, {first.bits} bits, signed={first.signed}, "
                         f"scale {first.scale}); concat inputs share H, W and type (INTEGER_SPEC §4)")
