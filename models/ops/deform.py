@@ -37,13 +37,15 @@ def _as_int(value, name: str, op: str) -> int:
 
 def _pair(value: IntOrPair, name: str, op: str = "deform_conv2d") -> tuple[int, int]:
     """An int (Python, NumPy or 0-d tensor) or a pair of them as ``(int, int)``."""
-    if isinstance(value, numbers.Integral) or (isinstance(value, torch.Tensor) and value.dim() == 0):
+    if isinstance(value, numbers.Number | str) or (isinstance(value, torch.Tensor) and value.dim() == 0):
         v = _as_int(value, name, op)
         return v, v
     try:
         pair = tuple(value)
     except TypeError:
-        raise ConvforgeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
+        raise ConvforgeError(
+            f"{op}: {name} must be an int or a pair of ints, got {value!r} ({type(value).__name__})"
+        ) from None
     if len(pair) != 2:
         raise ConvforgeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     return _as_int(pair[0], name, op), _as_int(pair[1], name, op)
