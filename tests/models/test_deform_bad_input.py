@@ -144,9 +144,8 @@ def test_numpy_integer_stride_padding_dilation_are_accepted_like_torchvision():
         assert torch.equal(deform_conv2d(x, offset, weight, stride=stride, padding=padding, dilation=dilation), want)
     d = torch.ones(1, 1, 3, 3)
     w3 = torch.rand(2, 1, 3, 3)
-    assert torch.equal(
-        deform_square_dw_conv2d(x.float(), d, w3, stride=np.int64(2)), deform_square_dw_conv2d(x.float(), d, w3, stride=2)
-    )
+    want = deform_square_dw_conv2d(x.float(), d, w3, stride=2)
+    assert torch.equal(deform_square_dw_conv2d(x.float(), d, w3, stride=np.int64(2)), want)
 
 
 @pytest.mark.parametrize(
@@ -166,7 +165,8 @@ def test_bad_arguments_name_the_argument(kwargs, error, match):
 
 def test_numpy_arrays_instead_of_tensors_are_a_shape_error_naming_the_argument():
     x = np.random.rand(1, 1, 5, 5)
-    with pytest.raises(ShapeError, match=r"input must be a torch.Tensor, got ndarray \(convert it with torch.from_numpy\)"):
+    msg = r"input must be a torch.Tensor, got ndarray \(convert it with torch.from_numpy\)"
+    with pytest.raises(ShapeError, match=msg):
         deform_conv2d(x, torch.zeros(1, 18, 3, 3), torch.ones(1, 1, 3, 3))
     with pytest.raises(ShapeError, match=r"offset must be a torch.Tensor"):
         deform_conv2d(torch.rand(1, 1, 5, 5), np.zeros((1, 18, 3, 3)), torch.ones(1, 1, 3, 3))
