@@ -186,3 +186,12 @@ def test_export_refuses_weights_outside_w_bits_naming_the_layer(monkeypatch):
     monkeypatch.setattr(QSquareDeformDW, "integer_params", bad_params)
     with pytest.raises(ExportError, match=r"export refused: layer '.*' \(square_deform_dw\): param 'weight'.*100"):
         export_qgraph(model, (64, 64))
+
+
+def test_codenet_refuses_inputs_that_are_not_multiples_of_32_instead_of_exporting_a_wrong_graph():
+    from convforge.errors import ShapeError
+    from convforge.models.nets import build_codenet
+
+    model = build_codenet("tiny", num_classes=1).eval()
+    with torch.no_grad(), pytest.raises(ShapeError, match=r"multiples of 32 .* got \(1, 3, 8, 8\).* \(32, 32\)"):
+        model(torch.zeros(1, 3, 8, 8))
