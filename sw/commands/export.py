@@ -26,9 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=positive_int, default=20, help="object classes when no checkpoint")
     p.add_argument("--input", type=image_size, nargs=2, metavar=("H", "W"), help="image size (default: the config's)")
     p.add_argument("--out", required=True, help="output path (PATH.json and PATH.npz are written)")
-    p.add_argument("--calib-batches", type=positive_int, default=4, help="random calibration batches (untrained/float models)")
-    p.add_argument("--acc-bits", type=bounded_int(8, 63, "the reference accumulates in int64"), default=32, help="accumulator width every layer must fit")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the untrained weights and calibration images")
+    p.add_argument("--calib-batches", type=positive_int, default=4,
+                   help="random calibration batches (untrained/float models)")
+    p.add_argument("--acc-bits", type=bounded_int(8, 63, "the reference accumulates in int64"), default=32,
+                   help="accumulator width every layer must fit")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the untrained weights and calibration images")
 
 
 def _random_batches(count: int, hw: tuple[int, int], seed: int):
