@@ -90,7 +90,7 @@ def test_image_size_accepts_exactly_multiples_of_32(value):
 
 def test_simulation_library_refuses_probabilities_before_simulating():
     from convforge.errors import ConfigError
-    from convforge.sim.regress import run_unit_regression
+    from convforge.sim.regress import run_unit_regression  # refused first: no simulator needed
 
     with pytest.raises(ConfigError, match=r"gap_prob = 1.5 is not a probability in \[0, 1\)"):
         run_unit_regression("requant", gap_prob=1.5)
