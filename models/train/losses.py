@@ -41,11 +41,13 @@ def focal_loss(logits: torch.Tensor, gt: torch.Tensor, alpha: float = 2.0, beta:
     prob = torch.sigmoid(logits)
     log_p = F.logsigmoid(logits)
     log_1mp = F.logsigmoid(-logits)
-    pos = gt.eq(1).float()
-    neg = 1.0 - pos
-    pos_loss = (log_p * (1 - prob).pow(alpha) * pos).sum()
-    neg_loss = (log_1mp * prob.pow(alpha) * (1 - gt).pow(beta) * neg).sum()
-    num_pos = pos.sum().clamp(min=1.0)
+    pos = gt.eq(1)
+    zero = torch.zeros((), dtype=logits.dtype, device=logits.device)
+    # Select, never multiply by a 0/1 mask: the term a cell does not use may be -inf
+    # (log(1 - p) at an infinite logit), and -inf * 0 would be NaN.
+    pos_loss = torch.where(pos, log_p * (1 - prob).pow(alpha), zero).sum()
+    neg_loss = torch.where(pos, zero, log_1mp * prob.pow(alpha) * (1 - gt).pow(beta)).sum()
+    num_pos = pos.float().sum().clamp(min=1.0)
     return -(pos_loss + neg_loss) / num_pos
 
 
@@ -79,8 +81,11 @@ def masked_l1(head: torch.Tensor, index: torch.Tensor, mask: torch.Tensor, targe
         (CenterNet's RegL1Loss normalisation).
     """
     pred = gather_at_centres(head, index)
-    m = mask.float().unsqueeze(2)
-    loss = (F.l1_loss(pred * m, target.float() * m, reduction="sum"))
+    real = mask.unsqueeze(2).expand_as(pred) > 0
+    zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
+    # Padded slots read a clamped index: select 0 there instead of multiplying by the mask,
+    # so a non-finite prediction at that cell cannot turn the loss into NaN (0 * inf).
+    loss = F.l1_loss(torch.where(real, pred, zero), torch.where(real, target.to(pred.dtype), zero), reduction="sum")
     return loss / mask.float().sum().clamp(min=1.0)
 
 

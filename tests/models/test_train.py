@@ -184,3 +184,20 @@ def test_wrong_model_checkpoint_is_a_checkpoint_error(tmp_path):
     path = save_checkpoint(tmp_path / "wrong.pt", doc)
     with pytest.raises(CheckpointError, match="wrong.pt.*do not fit"):
         model_from_checkpoint(load_checkpoint(path), path)
+
+
+def test_losses_ignore_non_finite_values_where_no_object_is():
+    """Issue 13, kind 3: padded slots and unused terms are selected away, not multiplied by 0."""
+    from convforge.models.train.losses import focal_loss, masked_l1
+
+    head = torch.zeros(1, 2, 4, 4)
+    head[0, :, 0, 0] = float("inf")  # the cell padded slots point at (index 0)
+    index = torch.tensor([[5, 0, 0]])
+    mask = torch.tensor([[1, 0, 0]])
+    target = torch.tensor([[[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]]])
+    assert masked_l1(head, index, mask, target).item() == 3.0  # |0 - 1| + |0 - 2| over one object
+    logits = torch.zeros(1, 1, 3, 3)
+    gt = torch.zeros(1, 1, 3, 3)
+    gt[0, 0, 1, 1] = 1.0
+    logits[0, 0, 1, 1] = float("inf")  # a perfectly confident centre
+    assert torch.isfinite(focal_loss(logits, gt))
