@@ -16,7 +16,8 @@ endif
 ifeq ($(strip $(PYTHON)),)
 NEWER_PYTHON := $(firstword $(foreach p,$(NEWER_PYTHONS),$(call _runs,$(p),v >= (3, 13))))
 endif
-UV_HINT = $(or $(NEWER_PYTHON),python3) -m venv /tmp/uv-venv && /tmp/uv-venv/bin/pip install uv && /tmp/uv-venv/bin/uv python install 3.12 && make PYTHON="$$(/tmp/uv-venv/bin/uv python find 3.12)" $(or $(MAKECMDGOALS),setup)
+_PY := $(or $(strip $(PYTHON)),$(NEWER_PYTHON))
+UV_HINT = $(or $(_PY),python3) -m venv /tmp/uv-venv && /tmp/uv-venv/bin/pip install uv && /tmp/uv-venv/bin/uv python install 3.12 && make PYTHON="$$(/tmp/uv-venv/bin/uv python find 3.12)" $(or $(MAKECMDGOALS),setup)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.convforge-installed
@@ -36,26 +37,27 @@ help:
 	@echo "Python: $(or $(strip $(PYTHON)),$(NEWER_PYTHON) (binary-only try),none found) (supported: 3.11, 3.12; override with PYTHON=...)"
 
 $(STAMP): pyproject.toml
-ifneq ($(strip $(PYTHON)),)
-	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 11) else "$(PYTHON) is Python %d.%d; convforge needs 3.11 or 3.12" % v)'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	# One pip call: yowasp packages installed separately downgrade wasmtime (recompile).
-	$(BIN)/python -m pip install -q -e ".[hw,board,dev]"
-else ifneq ($(strip $(NEWER_PYTHON)),)
-	@echo "No Python 3.11 or 3.12 found ($(SUPPORTED_PYTHONS)); trying $(NEWER_PYTHON) with wheels only (no compiling)"
-	test -x $(BIN)/python || $(NEWER_PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --dry-run --only-binary=:all: -e ".[hw,board,dev]" >$(VENV)/binary-check.log 2>&1 || { \
-	  grep -E "^ERROR: (Could not find|No matching)" $(VENV)/binary-check.log | head -2; \
-	  echo "$(NEWER_PYTHON): some pinned dependencies have no wheel for this Python (pynq 4.0 pins grpcio 1.64 and"; \
-	  echo "numpy < 2); building them would compile C++ for 20+ minutes. Install Python 3.12 without root:"; \
-	  echo '  $(UV_HINT)'; \
-	  rm -rf $(VENV); exit 1; }
-	$(BIN)/python -m pip install -q --only-binary=:all: -e ".[hw,board,dev]"
-else
+ifeq ($(strip $(_PY)),)
 	@echo "No Python found: convforge needs Python 3.11 or 3.12 ($(SUPPORTED_PYTHONS) on PATH). Without root:"
 	@echo '  $(UV_HINT)'
 	@exit 1
+else
+	@$(_PY) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 11) else "$(_PY) is Python %d.%d; convforge needs 3.11 or 3.12" % v)'
+	test -x $(BIN)/python || $(_PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@if $(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] <= (3, 12))'; then \
+	  echo "$(_PY) is newer than the supported 3.11/3.12: checking that every dependency has a wheel (no compiling)"; \
+	  $(BIN)/python -m pip install -q --dry-run --only-binary=:all: -e ".[hw,board,dev]" >$(VENV)/binary-check.log 2>&1 || { \
+	    grep -E "^ERROR: (Could not find|No matching)" $(VENV)/binary-check.log | head -2; \
+	    echo "$(_PY): some pinned dependencies have no wheel for this Python (pynq 4.0 pins grpcio 1.64 and"; \
+	    echo "numpy < 2); building them would compile C++ for 20+ minutes. Install Python 3.12 without root:"; \
+	    echo '  $(UV_HINT)'; \
+	    rm -rf $(VENV); exit 1; }; \
+	  touch $(VENV)/.binary-only; \
+	fi
+	# One pip call: yowasp packages installed separately downgrade wasmtime (recompile).
+	# On a newer Python, --only-binary: never compile a dependency there.
+	$(BIN)/python -m pip install -q $$(test -f $(VENV)/.binary-only && echo --only-binary=:all:) -e ".[hw,board,dev]"
 endif
 	$(BIN)/python -m pip check
 	# Real aerial tree-crown data ships inside this wheel. convforge only reads its data
