@@ -18,7 +18,9 @@ from convforge.hw.layouts import (
 from convforge.hw.packing import layout_bytes, pack, pack_array, unpack, unpack_array
 
 
-@pytest.mark.parametrize("cfg", [EngineConfig(), EngineConfig(pe_ci=8, axi_data_bits=64), EngineConfig(max_channels=65535)])
+@pytest.mark.parametrize(
+    "cfg", [EngineConfig(), EngineConfig(pe_ci=8, axi_data_bits=64), EngineConfig(max_channels=65535)]
+)
 def test_descriptor_is_a_whole_number_of_beats(cfg):
     layout = descriptor_layout(cfg)
     assert layout.size == DESCRIPTOR_BYTES * 8
