@@ -56,8 +56,11 @@ COMPUTE_OPS = ("conv", "square_deform_dw", "bilinear_deform", "add", "maxpool")
 # -- intermediate representation ------------------------------------------------------------
 @dataclass
 class Region:
-    """A materialised NHWC buffer: ``height x width`` pixels of ``channels`` bytes, each pixel
-    padded to whole AXI beats (``pixel_stride`` bytes)."""
+    """A materialised NHWC buffer: ``height x width`` pixels of ``channels`` bytes.
+
+    ``pixel_stride`` pads a pixel to whole AXI beats of ``align`` bytes, or, for pixels
+    narrower than a beat, to the next power of two (so no pixel straddles a beat and a row
+    is one contiguous burst: the 3-channel image takes 4 bytes per pixel, not 16)."""
 
     name: str
     channels: int
@@ -70,7 +73,9 @@ class Region:
 
     @property
     def pixel_stride(self) -> int:
-        return -(-self.channels // self.align) * self.align
+        if self.channels >= self.align:
+            return -(-self.channels // self.align) * self.align
+        return 1 << max(self.channels - 1, 0).bit_length()
 
     @property
     def row_stride(self) -> int:
