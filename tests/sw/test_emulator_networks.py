@@ -45,9 +45,9 @@ def test_shipped_model_is_bit_exact_on_every_held_out_tree_view(shipped):
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["a", "b", "c", "d", "e"])
 def test_codenet_configs_are_bit_exact_at_their_published_sizes(config):
-    from convforge.models.quant.export import calibrated_codenet_qgraph
+    from convforge.models.quant.export import calibrated_codenet
 
-    graph = calibrated_codenet_qgraph(config)
+    _, graph = calibrated_codenet(config)
     prog = compile(graph, get_board("ultra96v2").engine)
     _, h, w = graph.tensors[graph.input].shape
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
