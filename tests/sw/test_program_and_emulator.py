@@ -85,6 +85,25 @@ def test_emulator_faults_carry_the_hardware_code_and_descriptor(compiled):
     with pytest.raises(EmulatorFault) as err:
         Emulator(CFG).run(prog.new_buffer(), 0, prog.n_descriptors - 1)
     assert err.value.code == Fault.NO_END
+    with pytest.raises(EmulatorFault) as err:
+        Emulator(EngineConfig(pe_ci=8, pe_co=4, dw_lanes=4, dw_modes=("regular", "square"))).run(
+            prog.new_buffer(), 0, prog.n_descriptors)
+    assert err.value.code in (Fault.CONFIG_MISMATCH, Fault.BAD_OPCODE)
+
+
+def test_emulator_refuses_a_descriptor_field_the_engine_cannot_run(compiled):
+    from convforge.hw.layouts import descriptor_layout
+    from convforge.hw.packing import pack_array, unpack_array
+
+    _, prog = compiled
+    mem = prog.new_buffer()
+    layout = descriptor_layout(CFG)
+    fields = unpack_array(layout, mem[:DESCRIPTOR_BYTES].reshape(1, -1))
+    fields["stride"][0] = 0
+    mem[:DESCRIPTOR_BYTES] = pack_array(layout, fields)[0]
+    with pytest.raises(EmulatorFault) as err:
+        Emulator(CFG).run(mem, 0, prog.n_descriptors)
+    assert err.value.code == Fault.BAD_DESCRIPTOR and err.value.index == 0
 
 
 def test_emulator_stats_match_the_compilers_prediction(compiled):
