@@ -202,10 +202,6 @@ def legalise(c: Compilation) -> None:
     for layer in g.layers:
         shapes = [g.tensors[t].shape for t in layer.inputs]
         out = g.tensors[layer.outputs[0]].shape
-        ch = max([out[0]] + [s[0] for s in shapes])
-        if ch > cfg.max_channels:
-            raise _fail(layer, f"{ch} channels exceed the engine's {cfg.max_channels}",
-                        "raise EngineConfig.max_channels")
         if layer.op in ("conv", "square_deform_dw", "bilinear_deform"):
             a = layer.attrs
             w_bits = int(a["w_bits"])
@@ -256,12 +252,13 @@ def _legal_conv(c: Compilation, layer: Layer, xs: tuple[int, int, int], out: tup
                            f"{a['padding']}/{a['dilation']}", "the descriptor carries one value for both axes")
     groups = int(a["groups"])
     if groups == 1:
+        if kh * kh * xs[0] > cfg.max_channels:
+            # output channels are tiled, but every input channel of a pixel must sit in the pixel buffer
+            raise _fail(layer, f"{kh * kh * xs[0]} input channels (k*k*C) per pixel exceed the PE array's "
+                               f"{cfg.max_channels}", "raise EngineConfig.max_channels")
         if kh == 1 and ph == 0 and dh == 1:
             c.opcodes[layer.name] = Opcode.CONV_PW
         else:
-            if kh * kh * xs[0] > cfg.max_channels:
-                raise _fail(layer, f"the im2col window has {kh * kh * xs[0]} channels, more than "
-                                   f"{cfg.max_channels}", "raise EngineConfig.max_channels")
             if kh > 15 or sh > 15 or ph > 15 or dh > 15:
                 raise _fail(layer, "kernel/stride/padding/dilation above 15", "the descriptor fields are 4 bits")
             c.opcodes[layer.name] = Opcode.CONV_KXK
@@ -471,7 +468,11 @@ def tile(c: Compilation) -> None:
         if layer.op in COMPUTE_OPS:
             before = len(c.steps)
             for piece in c.place[layer.outputs[0]]:
-                n_split += _layer_steps(c, layer, piece)
+                # a pass carries at most max_channels channels (PE layers tile finer for weight_depth)
+                for first in range(0, piece.count, cfg.max_channels):
+                    count = min(cfg.max_channels, piece.count - first)
+                    n_split += _layer_steps(c, layer, VPiece(piece.start + first, count, piece.view.slice(first)))
+                    n_split += first > 0
             if len(c.steps) - before > 1:
                 c.log("tile", f"{layer.name}: {len(c.steps) - before} passes")
         done = len(c.steps) - 1
@@ -481,7 +482,8 @@ def tile(c: Compilation) -> None:
     for step in c.steps:
         step.tile_rows = _band_rows(step, cfg)
     c.log("tile", f"{len(c.steps)} passes ({n_split} extra output-channel tiles for weight_depth="
-                  f"{cfg.weight_depth}); act_buffer_bytes={cfg.act_buffer_bytes} per half")
+                  f"{cfg.weight_depth} / max_channels={cfg.max_channels}); act_buffer_bytes="
+                  f"{cfg.act_buffer_bytes} per half")
 
 
 def _band_rows(step: Step, cfg: EngineConfig) -> int:
