@@ -178,3 +178,20 @@ def test_layers_wider_than_max_channels_are_split_into_passes():
     b = GraphBuilder(13, hw=(8, 8))
     wide = b.conv(b.conv("input", 20), 4)
     _refused(b.graph({"w": wide}), cfg, b.layers[-1].name, "EngineConfig.max_channels")
+
+
+def test_every_op_graph_covers_the_spec_corner_cases():
+    """INTEGER_SPEC §7: dilation maps holding 0 and D_max, offsets at +-R*2**F and fractional,
+    full activation ranges, channel counts not divisible by the lanes."""
+    from convforge.models.quant.executor import run_qgraph
+
+    g = every_op_graph(0, hw=(16, 18), ch=19)
+    ref = run_qgraph(g, np.random.default_rng(0).integers(0, 256, (16, 18, 3), dtype=np.uint8), keep_all=True)
+    square = next(layer for layer in g.layers if layer.op == "square_deform_dw")
+    dmap = ref[square.inputs[1]]
+    assert int(dmap.min()) == 0 and int(dmap.max()) == square.attrs["d_max"]
+    bil = next(layer for layer in g.layers if layer.op == "bilinear_deform")
+    off, lim = ref[bil.inputs[1]], bil.attrs["R"] << bil.attrs["F"]
+    assert int(off.min()) == -lim and int(off.max()) == lim and bool(((off % 16) != 0).any())
+    assert any(int(ref[t].min()) == -128 and int(ref[t].max()) == 127 for t in g.tensors if g.tensors[t].signed)
+    assert 19 % SMALL.pe_ci and 19 % SMALL.dw_lanes
