@@ -256,6 +256,9 @@ def _legal_conv(c: Compilation, layer: Layer, xs: tuple[int, int, int], out: tup
             # output channels are tiled, but every input channel of a pixel must sit in the pixel buffer
             raise _fail(layer, f"{kh * kh * xs[0]} input channels (k*k*C) per pixel exceed the PE array's "
                                f"{cfg.max_channels}", "raise EngineConfig.max_channels")
+        if math.ceil(kh * kh * xs[0] / cfg.pe_ci) > cfg.weight_depth:
+            raise _fail(layer, f"one output group needs {math.ceil(kh * kh * xs[0] / cfg.pe_ci)} weight tiles, "
+                               f"the weight buffer holds {cfg.weight_depth}", "raise EngineConfig.weight_depth")
         if kh == 1 and ph == 0 and dh == 1:
             c.opcodes[layer.name] = Opcode.CONV_PW
         else:
@@ -515,10 +518,8 @@ def _layer_steps(c: Compilation, layer: Layer, out_piece: VPiece) -> int:
         w = np.asarray(p["weight"], dtype=np.int64)
         wm = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)   # (O, k*k*C), tap order (i, j, c)
         ci_eff = wm.shape[1]
-        co_tile = max(1, cfg.weight_depth // math.ceil(ci_eff / cfg.pe_ci)) * cfg.pe_co
-        co_tile = min(co_tile, cfg.max_channels)
-        if co_tile < 1:
-            raise _fail(layer, "one output group does not fit the weight buffer", "raise EngineConfig.weight_depth")
+        # legalise guarantees one output group fits: ceil(ci_eff / pe_ci) <= weight_depth
+        co_tile = min(cfg.weight_depth // math.ceil(ci_eff / cfg.pe_ci) * cfg.pe_co, cfg.max_channels)
         first = True
         for t0 in range(co0, co0 + cn, co_tile):
             tn = min(co_tile, co0 + cn - t0)

@@ -178,6 +178,10 @@ def test_layers_wider_than_max_channels_are_split_into_passes():
     b = GraphBuilder(13, hw=(8, 8))
     wide = b.conv(b.conv("input", 20), 4)
     _refused(b.graph({"w": wide}), cfg, b.layers[-1].name, "EngineConfig.max_channels")
+    b = GraphBuilder(14, hw=(8, 8))
+    deep = b.conv(b.conv("input", 16), 4, 3, 1)
+    _refused(b.graph({"d": deep}), EngineConfig(pe_ci=4, pe_co=4, dw_lanes=4, weight_depth=16), b.layers[-1].name,
+             "EngineConfig.weight_depth")
 
 
 def test_every_op_graph_covers_the_spec_corner_cases():
