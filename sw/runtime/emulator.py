@@ -48,8 +48,11 @@ def requant(acc: np.ndarray, bias: np.ndarray, m: np.ndarray, s: np.ndarray, lo:
     """
     s = s.astype(np.int64)
     half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0)
-    v = (acc.astype(np.int64) + bias.astype(np.int64)) * m.astype(np.int64)
-    return np.clip((v + half) >> s, lo, hi)
+    v = acc.astype(np.int64) + bias.astype(np.int64)  # a fresh array: the rest works in place
+    v *= m.astype(np.int64)
+    v += half
+    v >>= s
+    return np.clip(v, lo, hi, out=v)
 
 
 @dataclass
