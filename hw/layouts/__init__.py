@@ -3,6 +3,8 @@ boundary.
 
 * :mod:`~convforge.hw.layouts.csr` -- the CSR register map (generated from
   ``hw/regmap/convforge.rdl``; standard library only, the driver imports it on a board).
+* :mod:`~convforge.hw.layouts.vectors` -- activation and output vectors, requant parameters.
+* :mod:`~convforge.hw.layouts.units` -- the units' per-layer descriptors.
 
 Submodules load lazily (``convforge.hw.layouts.csr`` must not pull Amaranth in on a board).
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["csr"]
+__all__ = ["csr", "units", "vectors"]
 
 
 def __getattr__(name: str) -> Any:
