@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from convforge.hw.config import EngineConfig
+from convforge.hw.layouts.units import pe_descriptor_layout
+from convforge.hw.layouts.vectors import act_vector_layout, out_vector_layout
 from convforge.hw.packing import pack, unpack
 from convforge.hw.rtl import pe_array as pe
-from convforge.hw.rtl.requant import requant_out_layout
 from convforge.models.quant.executor import conv2d_int
 from convforge.models.quant.intops import (
     M_MAX,
@@ -98,16 +99,17 @@ def case_phases(case: dict, cfg: EngineConfig, label: str, rng: random.Random,
     params = [pack(p_layout, {"addr": co, "lanes": [
         {"bias": int(bias[o]), "m": int(mult[o]), "s": int(shift[o])}
         for o in range(co * co_p, (co + 1) * co_p)]}) for co in range(cog)]
-    x_layout = pe.act_chunk_layout(cfg)
+    x_layout = act_vector_layout(cfg.pe_ci)
     chunks = []
     for p in range(case["npix"]):
         row = [int(v) & 0xFF for v in case["x"][p]]
         row += [rng.randint(0, 255) for _ in range(cig * ci_p - case["ci"])]  # junk padding
         chunks += [pack(x_layout, row[ci * ci_p:(ci + 1) * ci_p]) for ci in range(cig)]
-    signals = {"ci_groups": cig, "co_groups": cog, "act_signed": int(case["act_signed"]),
-               "lo": case["lo"], "hi": case["hi"]}
-    return [Phase(f"{label} load", signals=signals, inputs={"w": tiles, "p": params}),
-            Phase(f"{label} compute", inputs={"x": chunks},
+    desc = pack(pe_descriptor_layout(), {"pixels": case["npix"], "ci_groups": cig, "co_groups": cog,
+                                         "act_signed": int(case["act_signed"]),
+                                         "lo": case["lo"], "hi": case["hi"]})
+    return [Phase(f"{label} load", inputs={"w": tiles, "p": params}),
+            Phase(f"{label} compute", inputs={"desc": [desc], "x": chunks},
                   outputs={"o": case["npix"] * cog})]
 
 
@@ -115,7 +117,7 @@ def decode(payloads: list[int], case: dict, cfg: EngineConfig) -> np.ndarray | N
     cog = math.ceil(case["co"] / cfg.pe_co)
     if len(payloads) != case["npix"] * cog:
         return None
-    lay = requant_out_layout(cfg.pe_co)
+    lay = out_vector_layout(cfg.pe_co)
     vecs = np.array([unpack(lay, p) for p in payloads], dtype=np.int64)
     return vecs.reshape(case["npix"], cog * cfg.pe_co)[:, : case["co"]]
 
@@ -129,7 +131,7 @@ def regress(cfg: EngineConfig, *, seed: int, cases: int, simulator: str = "veril
     phases: list[Phase] = []
     for k, case in enumerate(all_cases):
         phases += case_phases(case, cfg, f"case {k}", rng)
-    play = play_streams(handle, phases, inputs=["x", "w", "p"], outputs=["o"], seed=seed,
+    play = play_streams(handle, phases, inputs=["desc", "x", "w", "p"], outputs=["o"], seed=seed,
                         gap_prob=gap_prob, stall_prob=stall_prob, run_name="pe_array")
     result = RegressionResult("pe_array")
     for k, case in enumerate(all_cases):
@@ -156,7 +158,7 @@ def measure_utilisation(cfg: EngineConfig, ci: int, co: int, npix: int = 16, *,
     rng = random.Random(seed)
     case = make_case(rng, cfg, ci=ci, co=co, npix=npix)
     phases = case_phases(case, cfg, f"{ci}x{co}", rng, weight_depth)
-    play = play_streams(handle, phases, inputs=["x", "w", "p"], outputs=["o"], seed=seed,
+    play = play_streams(handle, phases, inputs=["desc", "x", "w", "p"], outputs=["o"], seed=seed,
                         gap_prob=0.0, stall_prob=0.0, run_name="pe_array_util")
     got = decode(play.outputs[1]["o"], case, cfg) if len(play.outputs) > 1 else None
     exact = got is not None and np.array_equal(got, golden(case))

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from convforge.hw.config import EngineConfig
+from convforge.hw.layouts.units import add_descriptor_layout, pool_descriptor_layout
+from convforge.hw.layouts.vectors import act_vector_layout, out_vector_layout
 from convforge.hw.packing import pack, unpack
 from convforge.hw.rtl.pool_add import (
     MaxPool,
     ResidualAdd,
-    act_in_layout,
-    act_out_layout,
     pool_block_pixels,
 )
 from convforge.models.quant.executor import add_int, maxpool_int
@@ -76,7 +76,7 @@ def regress_maxpool(cfg: EngineConfig, *, seed: int, cases: int, simulator: str 
     handle = build_design("maxpool", component_factory=lambda: MaxPool(cfg), simulator=simulator,
                           params=cfg.to_dict())
     rng = random.Random(seed)
-    in_l, out_l = act_in_layout(lanes), act_out_layout(lanes)
+    in_l, out_l = act_vector_layout(lanes), out_vector_layout(lanes)
     all_cases, phases, index = [], [], []
     for k in range(cases):
         case = make_pool_case(rng, cfg, lanes)
@@ -88,14 +88,14 @@ def regress_maxpool(cfg: EngineConfig, *, seed: int, cases: int, simulator: str 
             chans = case["x"][g * lanes:(g + 1) * lanes]
             pix = [pack(in_l, _bytes(chans[:, y, x], lanes, rng))
                    for y in range(case["h"]) for x in range(case["w"])]
-            phases.append(Phase(
-                f"case {k} group {g}",
-                signals={"height": case["h"], "width": case["w"], "out_height": oh,
-                         "out_width": ow, "kernel": case["k"], "stride": case["s"],
-                         "pad": case["p"], "act_signed": int(case["signed"])},
-                inputs={"x": pix}, outputs={"o": oh * ow}))
+            desc = pack(pool_descriptor_layout(), {
+                "height": case["h"], "width": case["w"], "out_height": oh, "out_width": ow,
+                "kernel": case["k"], "stride": case["s"], "pad": case["p"],
+                "act_signed": int(case["signed"])})
+            phases.append(Phase(f"case {k} group {g}", inputs={"desc": [desc], "x": pix},
+                                outputs={"o": oh * ow}))
         all_cases.append(case)
-    play = play_streams(handle, phases, inputs=["x"], outputs=["o"], seed=seed,
+    play = play_streams(handle, phases, inputs=["desc", "x"], outputs=["o"], seed=seed,
                         gap_prob=gap_prob, stall_prob=stall_prob, run_name="maxpool")
     result = RegressionResult("maxpool")
     for k, (case, (first, groups, oh, ow)) in enumerate(zip(all_cases, index, strict=True)):
@@ -142,17 +142,20 @@ def regress_add(cfg: EngineConfig, *, seed: int, cases: int, simulator: str = "v
     handle = build_design("residual_add", component_factory=lambda: ResidualAdd(cfg),
                           simulator=simulator, params=cfg.to_dict())
     rng = random.Random(seed)
-    in_l, out_l = act_in_layout(lanes), act_out_layout(lanes)
+    in_l, out_l = act_vector_layout(lanes), out_vector_layout(lanes)
     all_cases = [make_add_case(rng, lanes) for _ in range(cases)]
+    desc_l = add_descriptor_layout(cfg)
     phases = [Phase(f"case {k}",
-                    signals={"a_signed": int(c["a_signed"]), "b_signed": int(c["b_signed"]),
-                             "ma": c["ma"], "mb": c["mb"], "s": c["s"], "lo": c["lo"], "hi": c["hi"]},
-                    inputs={"a": [pack(in_l, _bytes(r, lanes, rng)) for r in c["a"]],
+                    inputs={"desc": [pack(desc_l, {
+                                "count": c["n"], "a_signed": int(c["a_signed"]),
+                                "b_signed": int(c["b_signed"]), "ma": c["ma"], "mb": c["mb"],
+                                "s": c["s"], "lo": c["lo"], "hi": c["hi"]})],
+                            "a": [pack(in_l, _bytes(r, lanes, rng)) for r in c["a"]],
                             "b": [pack(in_l, _bytes(r, lanes, rng)) for r in c["b"]]},
                     outputs={"o": c["n"]},
                     expect={"o": [pack(out_l, [int(v) for v in r]) for r in add_golden(c)]})
               for k, c in enumerate(all_cases)]
-    play = play_streams(handle, phases, inputs=["a", "b"], outputs=["o"], seed=seed,
+    play = play_streams(handle, phases, inputs=["desc", "a", "b"], outputs=["o"], seed=seed,
                         gap_prob=gap_prob, stall_prob=stall_prob, run_name="residual_add")
     result = RegressionResult("residual_add")
     for k, case in enumerate(all_cases):

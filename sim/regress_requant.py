@@ -14,8 +14,9 @@ import random
 import numpy as np
 
 from convforge.hw.config import EngineConfig
+from convforge.hw.layouts.vectors import out_vector_layout
 from convforge.hw.packing import pack, unpack
-from convforge.hw.rtl.requant import Requant, requant_in_layout, requant_out_layout
+from convforge.hw.rtl.requant import Requant, requant_in_layout
 from convforge.models.quant.intops import M_MAX, M_MIN, S_MAX, act_range, rshift_round, sat
 from convforge.sim.player import Phase, play_streams
 from convforge.sim.regress import RegressionResult, compare_case
@@ -77,15 +78,16 @@ def regress(cfg: EngineConfig, *, seed: int, cases: int, simulator: str = "veril
             gap_prob: float = 0.3, stall_prob: float = 0.3) -> RegressionResult:
     """Play ``cases`` random cases through one build of the requant unit."""
     lanes = cfg.pe_co
-    in_layout, out_layout = requant_in_layout(cfg, lanes), requant_out_layout(lanes)
+    in_layout, out_layout = requant_in_layout(cfg, lanes), out_vector_layout(lanes)
     handle = build_design("requant", component_factory=lambda: Requant(cfg),
                           simulator=simulator, params=cfg.to_dict())
     rng = random.Random(seed)
     all_cases = [make_case(rng, cfg, lanes) for _ in range(cases)]
     phases = []
     for k, case in enumerate(all_cases):
-        vecs = [[{"acc": int(case["acc"][r, c]), "bias": int(case["bias"][r, c]),
-                  "m": int(case["m"][r, c]), "s": int(case["s"][r, c])} for c in range(lanes)]
+        vecs = [[{"acc": int(case["acc"][r, c]),
+                  "requant": {"bias": int(case["bias"][r, c]), "m": int(case["m"][r, c]),
+                              "s": int(case["s"][r, c])}} for c in range(lanes)]
                 for r in range(len(case["acc"]))]
         want = golden(case)
         phases.append(Phase(f"case {k}", signals={"lo": case["lo"], "hi": case["hi"]},

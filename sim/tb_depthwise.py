@@ -19,8 +19,9 @@ import numpy as np
 
 from convforge.errors import SimulationError
 from convforge.hw.config import EngineConfig
+from convforge.hw.layouts.vectors import out_vector_layout
 from convforge.hw.packing import pack
-from convforge.hw.rtl.depthwise import DepthwiseUnit, line_buffer_rows, out_layout
+from convforge.hw.rtl.depthwise import DepthwiseUnit, line_buffer_rows
 from convforge.hw.rtl.depthwise_model import (
     DepthwiseLayer,
     depthwise_accumulator,
@@ -135,7 +136,7 @@ def _phase(config: EngineConfig, label: str, case: dict, names: list[str]) -> Ph
     groups = -(-layer.channels // lanes)
     full = np.full((groups * lanes,) + want.shape[1:], min(max(0, layer.lo), layer.hi), dtype=np.int64)
     full[:layer.channels] = want
-    o_layout = out_layout(config)
+    o_layout = out_vector_layout(config.dw_lanes)
     expect = [pack(o_layout, [int(v) for v in full[g * lanes:(g + 1) * lanes, yy, xx]])
               for g in range(groups) for yy in range(want.shape[1]) for xx in range(want.shape[2])]
     return Phase(label, inputs={n: streams.get(n, []) for n in names}, outputs={"out": count},

@@ -1,29 +1,25 @@
-"""Every packed word of the accelerator, as ``amaranth.lib.data`` layouts, defined once.
+"""Shared hardware layouts: the one definition of what crosses a unit, bus or register
+boundary.
 
-``program`` holds the Program's words (descriptor, operand view, weight tiles, requant
-and depthwise parameter words, opcodes, fault codes). Pack and unpack them with
-:mod:`convforge.hw.packing`.
+* :mod:`~convforge.hw.layouts.program` -- every packed word of the Program, as
+  ``amaranth.lib.data`` layouts (descriptor, operand view, weight tiles, requant and
+  depthwise parameter words, opcodes, fault codes); pack and unpack them with
+  :mod:`convforge.hw.packing`. Its names are re-exported here.
+* :mod:`~convforge.hw.layouts.csr` -- the CSR register map (generated from
+  ``hw/regmap/convforge.rdl``; standard library only, the driver imports it on a board).
+* :mod:`~convforge.hw.layouts.vectors` -- activation and output vectors, requant parameters.
+* :mod:`~convforge.hw.layouts.units` -- the units' per-layer descriptors.
+
+Submodules load lazily, on first use of one of their names: importing
+``convforge.hw.layouts.csr`` does not pull Amaranth in.
 """
 
-from convforge.hw.layouts.program import (
-    ADDR_BITS,
-    DESCRIPTOR_BYTES,
-    DIM_BITS,
-    DW_OPCODES,
-    PE_OPCODES,
-    TABLE_ALIGN,
-    Fault,
-    Opcode,
-    config_tag,
-    descriptor_layout,
-    dw_channel_word_layout,
-    requant_word_layout,
-    view_layout,
-    weight_tile_bytes,
-    weight_tile_layout,
-)
+from __future__ import annotations
 
-__all__ = [
+import importlib
+from typing import Any
+
+_PROGRAM_NAMES = (
     "ADDR_BITS",
     "DESCRIPTOR_BYTES",
     "DIM_BITS",
@@ -39,4 +35,16 @@ __all__ = [
     "view_layout",
     "weight_tile_bytes",
     "weight_tile_layout",
-]
+)
+
+_SUBMODULES = ("csr", "program", "units", "vectors")
+
+__all__ = [*_SUBMODULES, *_PROGRAM_NAMES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _PROGRAM_NAMES:
+        return getattr(importlib.import_module(f"{__name__}.program"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,25 +31,27 @@ For pass ``g`` (channels ``g*L .. g*L+L-1``, ``L = dw_lanes``):
 4. ``out`` emits the ``Ho*Wo`` output pixel-vectors of the group, row-major, with
    ``Ho = (H-1)//s + 1``, ``Wo = (W-1)//s + 1``.
 
-One ``desc`` word (:func:`descriptor_layout`) starts a layer; the unit accepts the next
+One ``desc`` word (:func:`~convforge.hw.layouts.units.dw_descriptor_layout`) starts a layer; the unit accepts the next
 descriptor after the last output vector of the last pass left. Streams may stall at
 any time (valid gaps on the inputs, back-pressure on ``out``); the result does not change.
 
 Ports
 -----
-* ``desc``: In(stream of :func:`descriptor_layout`) -- per-layer configuration.
+* ``desc``: In(stream of :func:`~convforge.hw.layouts.units.dw_descriptor_layout`) -- per-layer configuration.
 * ``params``: In(stream of :func:`channel_params_layout`) -- per channel: 9 weights
   (signed ``w_bits``, tap ``i*3+j``), bias (int32), ``m`` (uint15), ``s`` (uint6).
-* ``pixels``: In(stream of :func:`pixel_layout`) -- ``L`` raw activation bytes (uint8, or
+* ``pixels``: In(stream of ``act_vector_layout(L)``) -- ``L`` raw activation bytes (uint8, or
   int8 two's complement when ``desc.in_signed``).
 * ``dilation``: In(stream of ``unsigned(8)``) -- square mode only; values above ``D_max``
   are clamped to ``D_max``.
 * ``offsets``: In(stream of :func:`offsets_layout`) -- bilinear mode only; 18 int8,
   element ``2*(i*3+j)`` is ``dy``, ``+1`` is ``dx`` (torchvision order); values beyond
   ``+-R*2**F`` are clamped.
-* ``out``: Out(stream of ``requant_out_layout(L)``) -- ``L`` signed 9-bit activations in
+* ``out``: Out(stream of ``out_vector_layout(L)``) -- ``L`` signed 9-bit activations in
   ``[lo, hi]`` (the stored byte is the low 8 bits).
 * ``busy``: Out(1) -- a layer is in progress.
+* ``done``: Out(1) -- one-cycle pulse when the layer's last output vector was accepted
+  (the unit is idle again and takes the next descriptor from that cycle on).
 
 Latency and throughput
 ----------------------
@@ -77,12 +79,14 @@ touch plus two rows being written, so input and output overlap at stride 1 and 2
 from __future__ import annotations
 
 from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from convforge.hw.config import EngineConfig
-from convforge.hw.rtl.requant import BOUND_SHAPE, Requant, requant_out_layout
+from convforge.hw.layouts.units import CHANNEL_BITS, HEIGHT_BITS, DwMode, dw_descriptor_layout
+from convforge.hw.layouts.vectors import act_vector_layout, out_vector_layout, requant_params_layout
+from convforge.hw.rtl.requant import Requant
 
 #: Cycles from issuing an output pixel (its last tap in bilinear mode) to its vector on ``out``.
 LATENCY = 8
@@ -90,20 +94,6 @@ LATENCY = 8
 CYCLES_PER_OUTPUT = {"regular": 1, "square": 1, "bilinear": 9}
 
 
-class DwMode(enum.IntEnum, shape=2):
-    """Depthwise mode field of the descriptor."""
-
-    REGULAR = 0
-    SQUARE = 1
-    BILINEAR = 2
-
-
-#: Mode name (``EngineConfig.dw_modes``) -> descriptor code.
-MODE_CODES = {"regular": DwMode.REGULAR, "square": DwMode.SQUARE, "bilinear": DwMode.BILINEAR}
-
-#: Widest image height and channel count a descriptor can carry.
-HEIGHT_BITS = 16
-CHANNEL_BITS = 16
 
 
 def reach(config: EngineConfig) -> tuple[int, int]:
@@ -123,40 +113,13 @@ def line_buffer_rows(config: EngineConfig) -> int:
     return up + down + 1 + 2
 
 
-def descriptor_layout(config: EngineConfig) -> data.StructLayout:
-    """Per-layer configuration word.
-
-    Fields: ``mode`` (:class:`DwMode`), ``stride`` (1 or 2), ``dilation`` (regular mode,
-    1..D_max pixels), ``width`` (pixels, 1..line_width), ``height`` (pixels),
-    ``channels``, ``in_signed`` (1: int8 input, 0: uint8), ``lo``/``hi`` (inclusive
-    output clamp, signed 9 bits).
-    """
-    return data.StructLayout({
-        "mode": DwMode,
-        "stride": unsigned(2),
-        "dilation": unsigned(config.d_max.bit_length()),
-        "width": unsigned(config.line_width.bit_length()),
-        "height": unsigned(HEIGHT_BITS),
-        "channels": unsigned(CHANNEL_BITS),
-        "in_signed": unsigned(1),
-        "lo": BOUND_SHAPE,
-        "hi": BOUND_SHAPE,
-    })
-
-
 def channel_params_layout(config: EngineConfig) -> data.StructLayout:
-    """One channel's parameters: 3x3 weights (tap ``i*3+j``), bias, requant ``m``/``s``."""
+    """One channel's parameters: 3x3 ``weights`` (tap ``i*3+j``) and its ``requant``
+    parameters (:func:`~convforge.hw.layouts.vectors.requant_params_layout`)."""
     return data.StructLayout({
         "weights": data.ArrayLayout(signed(config.w_bits), 9),
-        "bias": signed(config.bias_bits),
-        "m": unsigned(config.m_bits),
-        "s": unsigned(config.s_bits),
+        "requant": requant_params_layout(config),
     })
-
-
-def pixel_layout(config: EngineConfig) -> data.ArrayLayout:
-    """One input pixel-vector: ``dw_lanes`` raw activation bytes."""
-    return data.ArrayLayout(unsigned(config.act_bits), config.dw_lanes)
 
 
 def offsets_layout(config: EngineConfig) -> data.ArrayLayout:
@@ -166,11 +129,6 @@ def offsets_layout(config: EngineConfig) -> data.ArrayLayout:
 
 #: Dilation-map stream payload (one value per output pixel, pixels).
 DILATION_SHAPE = unsigned(8)
-
-
-def out_layout(config: EngineConfig) -> data.ArrayLayout:
-    """One output pixel-vector: ``dw_lanes`` signed 9-bit activations."""
-    return requant_out_layout(config.dw_lanes)
 
 
 def _wrap(v, n: int):
@@ -193,16 +151,17 @@ class DepthwiseUnit(wiring.Component):
         self.config = config
         self.modes = tuple(config.dw_modes)
         members = {
-            "desc": In(stream.Signature(descriptor_layout(config))),
+            "desc": In(stream.Signature(dw_descriptor_layout(config))),
             "params": In(stream.Signature(channel_params_layout(config))),
-            "pixels": In(stream.Signature(pixel_layout(config))),
+            "pixels": In(stream.Signature(act_vector_layout(config.dw_lanes))),
         }
         if "square" in self.modes:
             members["dilation"] = In(stream.Signature(DILATION_SHAPE))
         if "bilinear" in self.modes:
             members["offsets"] = In(stream.Signature(offsets_layout(config)))
-        members["out"] = Out(stream.Signature(out_layout(config)))
+        members["out"] = Out(stream.Signature(out_vector_layout(config.dw_lanes)))
         members["busy"] = Out(1)
+        members["done"] = Out(1)
         super().__init__(members)
 
     def elaborate(self, platform):  # noqa: C901 (one datapath, read top to bottom)
@@ -225,7 +184,7 @@ class DepthwiseUnit(wiring.Component):
         wiring.connect(m, wiring.flipped(self.out), requant.o)
 
         # -- layer and pass state --------------------------------------------------------
-        desc = Signal(descriptor_layout(cfg))
+        desc = Signal(dw_descriptor_layout(cfg))
         height, width = desc.height, desc.width
         stride2 = desc.stride == 2
         out_h = Mux(stride2, (height + 1) >> 1, height)
@@ -256,9 +215,7 @@ class DepthwiseUnit(wiring.Component):
         lane_idx = Signal(range(lanes))
 
         weights = [[Signal(signed(cfg.w_bits), name=f"w{c}_{t}") for t in range(9)] for c in range(lanes)]
-        p_bias = [Signal(signed(cfg.bias_bits), name=f"bias{c}") for c in range(lanes)]
-        p_m = [Signal(unsigned(cfg.m_bits), name=f"m{c}") for c in range(lanes)]
-        p_s = [Signal(unsigned(cfg.s_bits), name=f"s{c}") for c in range(lanes)]
+        p_rq = [Signal(requant_params_layout(cfg), name=f"requant{c}") for c in range(lanes)]
 
         # write side: next input pixel (wy, wx) goes to ring slot w_slot
         wy = Signal(HEIGHT_BITS + 1)
@@ -285,16 +242,16 @@ class DepthwiseUnit(wiring.Component):
         rd = []  # rd[slot][port] -> read data (one pixel-vector, raw bits)
         rd_addr = [Signal(addr_bits, name=f"rd_addr{j}") for j in range(3)]
         for r in range(n_rows):
-            mem = Memory(shape=unsigned(abits * lanes), depth=cfg.line_width, init=[])
+            mem = Memory(shape=act_vector_layout(lanes), depth=cfg.line_width, init=[])
             m.submodules[f"line{r}"] = mem
             wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(wx), wp.data.eq(self.pixels.payload.as_value()),
+            m.d.comb += [wp.addr.eq(wx), wp.data.eq(self.pixels.payload),
                          wp.en.eq(write_en & (w_slot == r))]
             ports = []
             for j in range(3):
                 rp = mem.read_port()
                 m.d.comb += [rp.addr.eq(rd_addr[j]), rp.en.eq(advance)]
-                ports.append(rp.data)
+                ports.append(rp.data.as_value())
             rd.append(ports)
 
         # -- control FSM ----------------------------------------------------------------
@@ -303,6 +260,7 @@ class DepthwiseUnit(wiring.Component):
         write_room = Signal()
         m.d.comb += write_room.eq((wy < height) & (wy < cy - up + n_rows))
 
+        m.d.sync += self.done.eq(0)
         with m.FSM(name="dw_fsm"):
             with m.State("IDLE"):
                 m.d.comb += self.desc.ready.eq(1)
@@ -313,7 +271,7 @@ class DepthwiseUnit(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += lane_idx.eq(0)
                 for c in range(lanes):
-                    m.d.sync += [p_bias[c].eq(0), p_m[c].eq(0), p_s[c].eq(0)]
+                    m.d.sync += p_rq[c].eq(0)
                     m.d.sync += [w.eq(0) for w in weights[c]]
                 m.next = "LOAD"
             with m.State("LOAD"):
@@ -322,7 +280,7 @@ class DepthwiseUnit(wiring.Component):
                     pw = self.params.payload
                     for c in range(lanes):
                         with m.If(lane_idx == c):
-                            m.d.sync += [p_bias[c].eq(pw.bias), p_m[c].eq(pw.m), p_s[c].eq(pw.s)]
+                            m.d.sync += p_rq[c].eq(pw.requant)
                             m.d.sync += [weights[c][t].eq(pw.weights[t]) for t in range(9)]
                     m.d.sync += lane_idx.eq(lane_idx + 1)
                     with m.If(lane_idx == n_load - 1):
@@ -341,6 +299,7 @@ class DepthwiseUnit(wiring.Component):
                     with m.If(ch_left > lanes):
                         m.next = "CLEAR"
                     with m.Else():
+                        m.d.sync += self.done.eq(1)
                         m.next = "IDLE"
 
         # -- write side ------------------------------------------------------------------
@@ -465,10 +424,10 @@ class DepthwiseUnit(wiring.Component):
             m.d.sync += [s2_cw[n].eq(s1_cw[n]) for n in range(4)]
             for i in range(3):
                 for j in range(3):
-                    word = Signal(unsigned(abits * lanes), name=f"s1_tap{i}{j}")
+                    word = Signal(act_vector_layout(lanes), name=f"s1_tap{i}{j}")
                     m.d.comb += word.eq(Mux(s1_ok[i][j], Array(rd[r][j] for r in range(n_rows))[s1_slot[i]], 0))
                     for c in range(lanes):
-                        byte = word[c * abits:(c + 1) * abits]
+                        byte = word[c]
                         m.d.sync += s2_x[c][i][j].eq(Mux(desc.in_signed, byte.as_signed(), byte))
 
         # -- S2: products (regular / square) or bilinear blend V ---------------------------
@@ -513,5 +472,5 @@ class DepthwiseUnit(wiring.Component):
         m.d.comb += requant.i.valid.eq(v4)
         for c in range(lanes):
             lane = requant.i.payload[c]
-            m.d.comb += [lane.acc.eq(acc[c]), lane.bias.eq(p_bias[c]), lane.m.eq(p_m[c]), lane.s.eq(p_s[c])]
+            m.d.comb += [lane.acc.eq(acc[c]), lane.requant.eq(p_rq[c])]
         return m

@@ -18,16 +18,10 @@ import torch
 
 from convforge.errors import ShapeError
 from convforge.hw.config import EngineConfig
+from convforge.hw.layouts.units import MODE_CODES, dw_descriptor_layout
+from convforge.hw.layouts.vectors import act_vector_layout, out_vector_layout
 from convforge.hw.packing import pack, unpack
-from convforge.hw.rtl.depthwise import (
-    DILATION_SHAPE,
-    MODE_CODES,
-    channel_params_layout,
-    descriptor_layout,
-    offsets_layout,
-    out_layout,
-    pixel_layout,
-)
+from convforge.hw.rtl.depthwise import DILATION_SHAPE, channel_params_layout, offsets_layout
 from convforge.models.quant.executor import as_pair, bilinear_deform_int, conv2d_int, square_deform_dw_int
 from convforge.models.quant.intops import requant
 
@@ -144,7 +138,7 @@ def pack_depthwise_streams(
     c, h, w = x.shape
     lanes = config.dw_lanes
     groups = -(-c // lanes)
-    desc = pack(descriptor_layout(config), {
+    desc = pack(dw_descriptor_layout(config), {
         "mode": int(MODE_CODES[layer.mode]), "stride": layer.stride,
         "dilation": layer.dilation if layer.mode == "regular" else 0,
         "width": w, "height": h, "channels": c, "in_signed": int(layer.in_signed),
@@ -152,11 +146,12 @@ def pack_depthwise_streams(
     })
     p_layout = channel_params_layout(config)
     params = [pack(p_layout, {"weights": [int(v) for v in layer.weights[ch].reshape(9)],
-                              "bias": int(layer.bias[ch]), "m": int(layer.M[ch]), "s": int(layer.S[ch])})
+                              "requant": {"bias": int(layer.bias[ch]), "m": int(layer.M[ch]),
+                                          "s": int(layer.S[ch])}})
               for ch in range(c)]
     raw = np.zeros((groups * lanes, h, w), dtype=np.int64)
     raw[:c] = np.asarray(x, dtype=np.int64) & 0xFF
-    px_layout = pixel_layout(config)
+    px_layout = act_vector_layout(lanes)
     pixels = []
     for g in range(groups):
         block = raw[g * lanes:(g + 1) * lanes].transpose(1, 2, 0).reshape(h * w, lanes)
@@ -190,7 +185,7 @@ def unpack_depthwise_output(
         raise ShapeError(
             f"depthwise output: {len(payloads)} vectors, expected {groups * out_h * out_w} "
             f"({groups} channel groups x {out_h} x {out_w})")
-    layout = out_layout(config)
+    layout = out_vector_layout(lanes)
     vecs = np.array([unpack(layout, p) for p in payloads], dtype=np.int64).reshape(groups, out_h, out_w, lanes)
     return vecs.transpose(0, 3, 1, 2).reshape(groups * lanes, out_h, out_w)[:channels]
 

@@ -32,6 +32,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from convforge.hw.config import EngineConfig
+from convforge.hw.layouts.units import pe_descriptor_layout
+from convforge.hw.layouts.vectors import act_vector_layout, out_vector_layout, requant_params_layout
 from convforge.hw.rtl import requant as rq
 
 #: Register stages from a compute issue to the requant input register (buffer read,
@@ -53,21 +55,10 @@ def mac_utilisation(ci: int, co: int, cfg: EngineConfig) -> float:
     return ci * co / (cfg.pe_ci * cfg.pe_co * cycles_per_pixel(ci, co, cfg))
 
 
-def act_chunk_layout(cfg: EngineConfig) -> data.ArrayLayout:
-    """``x`` payload: ``Ci_p`` raw activation bytes (int8 or uint8 per ``act_signed``)."""
-    return data.ArrayLayout(unsigned(cfg.act_bits), cfg.pe_ci)
-
-
 def weight_tile_layout(cfg: EngineConfig, w_bits: int | None = None) -> data.ArrayLayout:
     """One weight tile: ``Co_p`` rows (output lanes) of ``Ci_p`` signed weights."""
     wb = cfg.w_bits if w_bits is None else w_bits
     return data.ArrayLayout(data.ArrayLayout(signed(wb), cfg.pe_ci), cfg.pe_co)
-
-
-def param_lane_layout(cfg: EngineConfig) -> data.StructLayout:
-    """Per output channel: ``bias`` (int32), ``m`` (uint15), ``s`` (uint6)."""
-    return data.StructLayout({"bias": signed(cfg.bias_bits), "m": unsigned(cfg.m_bits),
-                              "s": unsigned(cfg.s_bits)})
 
 
 def ci_groups_max(cfg: EngineConfig) -> int:
@@ -89,9 +80,10 @@ def weight_load_layout(cfg: EngineConfig, weight_depth: int | None = None,
 
 
 def param_load_layout(cfg: EngineConfig) -> data.StructLayout:
-    """``p`` payload: output group index and ``Co_p`` lanes of :func:`param_lane_layout`."""
+    """``p`` payload: output group index and ``Co_p`` lanes of requant parameters
+    (:func:`~convforge.hw.layouts.vectors.requant_params_layout`)."""
     return data.StructLayout({"addr": unsigned(max(1, (co_groups_max(cfg) - 1).bit_length())),
-                              "lanes": data.ArrayLayout(param_lane_layout(cfg), cfg.pe_co)})
+                              "lanes": data.ArrayLayout(requant_params_layout(cfg), cfg.pe_co)})
 
 
 class PEArray(wiring.Component):
@@ -108,14 +100,17 @@ class PEArray(wiring.Component):
             array; DSPs stay free for the wider requant and depthwise arithmetic.
 
     Ports:
-        x: In(stream of :func:`act_chunk_layout`) -- per pixel ``ci_groups`` chunks.
-        o: Out(stream of requant out layout, ``Co_p`` lanes of signed 9 bits) -- per
+        x: In(stream of ``act_vector_layout(Ci_p)``) -- per pixel ``ci_groups`` chunks.
+        o: Out(stream of ``out_vector_layout(Co_p)``, signed 9 bits per lane) -- per
             pixel ``co_groups`` vectors, output group order.
         w: In(stream of :func:`weight_load_layout`) -- weight tile writes (always ready).
         p: In(stream of :func:`param_load_layout`) -- per-group (bias, M, S) writes.
-        ci_groups, co_groups: In -- the layer's group counts (1..max), stable per layer.
-        act_signed: In(1) -- activations are int8 (1) or uint8 (0).
-        lo, hi: In(signed(9)) -- the layer's clamp bounds.
+        desc: In(stream of :func:`~convforge.hw.layouts.units.pe_descriptor_layout`) --
+            one per layer pass, accepted while idle and latched: ``pixels``,
+            ``ci_groups``/``co_groups`` (1..max), ``act_signed`` (int8 input when 1),
+            ``lo``/``hi`` (clamp bounds). Load ``w`` and ``p`` before it (or while idle).
+        busy: Out(1) -- a pass is in progress. done: Out(1) -- one-cycle pulse after the
+            pass's last output vector was accepted.
 
     Latency: :data:`LATENCY` cycles from issuing a pixel's last step to its last vector.
     Throughput: one ``Ci_p x Co_p`` tile of MACs per cycle; a pixel takes
@@ -130,15 +125,13 @@ class PEArray(wiring.Component):
         self.weight_depth = cfg.weight_depth if weight_depth is None else weight_depth
         self.w_bits = cfg.w_bits if w_bits is None else w_bits
         super().__init__({
-            "x": In(stream.Signature(act_chunk_layout(cfg))),
-            "o": Out(stream.Signature(rq.requant_out_layout(cfg.pe_co))),
+            "x": In(stream.Signature(act_vector_layout(cfg.pe_ci))),
+            "o": Out(stream.Signature(out_vector_layout(cfg.pe_co))),
             "w": In(stream.Signature(weight_load_layout(cfg, weight_depth, self.w_bits))),
             "p": In(stream.Signature(param_load_layout(cfg))),
-            "ci_groups": In(unsigned(ci_groups_max(cfg).bit_length())),
-            "co_groups": In(unsigned(co_groups_max(cfg).bit_length())),
-            "act_signed": In(1),
-            "lo": In(rq.BOUND_SHAPE),
-            "hi": In(rq.BOUND_SHAPE),
+            "desc": In(stream.Signature(pe_descriptor_layout())),
+            "busy": Out(1),
+            "done": Out(1),
         })
 
     def _product(self, act, weight):
@@ -157,17 +150,35 @@ class PEArray(wiring.Component):
         ci_p, co_p = cfg.pe_ci, cfg.pe_co
         g_max = ci_groups_max(cfg)
 
+        # -- the latched layer descriptor; busy until the pass's last output vector left ----
+        desc = Signal(pe_descriptor_layout())
+        pix_in_left = Signal(32)   # pixels still to load
+        pix_out_left = Signal(32)  # pixels whose output vectors did not all leave yet
+        out_co = Signal(range(co_groups_max(cfg)))
+        m.d.sync += self.done.eq(0)
+        m.d.comb += self.desc.ready.eq(~self.busy)
+        with m.If(self.desc.valid & self.desc.ready):
+            m.d.sync += [desc.eq(self.desc.payload), pix_in_left.eq(self.desc.payload.pixels),
+                         pix_out_left.eq(self.desc.payload.pixels), out_co.eq(0), self.busy.eq(1)]
+        with m.If(self.busy & (pix_out_left == 0)):
+            m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+        with m.If(self.o.valid & self.o.ready):
+            with m.If(out_co == desc.co_groups - 1):
+                m.d.sync += [out_co.eq(0), pix_out_left.eq(pix_out_left - 1)]
+            with m.Else():
+                m.d.sync += out_co.eq(out_co + 1)
+
         m.submodules.requant = requant = rq.Requant(cfg, lanes=co_p)
-        m.d.comb += [requant.lo.eq(self.lo), requant.hi.eq(self.hi)]
+        m.d.comb += [requant.lo.eq(desc.lo), requant.hi.eq(desc.hi)]
         wiring.connect(m, requant.o, wiring.flipped(self.o))
 
         # -- buffers -----------------------------------------------------------------
         m.submodules.pixel_buffer = pix_mem = memory.Memory(
-            shape=act_chunk_layout(cfg), depth=2 * g_max, init=[])
+            shape=act_vector_layout(ci_p), depth=2 * g_max, init=[])
         m.submodules.weight_buffer = w_mem = memory.Memory(
             shape=weight_tile_layout(cfg, self.w_bits), depth=self.weight_depth, init=[])
         m.submodules.param_buffer = p_mem = memory.Memory(
-            shape=data.ArrayLayout(param_lane_layout(cfg), co_p), depth=co_groups_max(cfg),
+            shape=data.ArrayLayout(requant_params_layout(cfg), co_p), depth=co_groups_max(cfg),
             init=[])
 
         w_wr = w_mem.write_port()
@@ -182,7 +193,7 @@ class PEArray(wiring.Component):
         fill_bank = Signal()
         fill_idx = Signal(range(g_max))
         pix_wr = pix_mem.write_port()
-        can_fill = ~full.bit_select(fill_bank, 1)
+        can_fill = ~full.bit_select(fill_bank, 1) & self.busy & (pix_in_left != 0)
         m.d.comb += [self.x.ready.eq(can_fill),
                      pix_wr.addr.eq(fill_bank * g_max + fill_idx),
                      pix_wr.data.eq(self.x.payload),
@@ -190,8 +201,8 @@ class PEArray(wiring.Component):
         set_full = Signal(2)
         clear_full = Signal(2)
         with m.If(self.x.valid & can_fill):
-            with m.If(fill_idx == self.ci_groups - 1):
-                m.d.sync += [fill_idx.eq(0), fill_bank.eq(~fill_bank)]
+            with m.If(fill_idx == desc.ci_groups - 1):
+                m.d.sync += [fill_idx.eq(0), fill_bank.eq(~fill_bank), pix_in_left.eq(pix_in_left - 1)]
                 m.d.comb += set_full.eq(Mux(fill_bank, 0b10, 0b01))
             with m.Else():
                 m.d.sync += fill_idx.eq(fill_idx + 1)
@@ -206,8 +217,8 @@ class PEArray(wiring.Component):
         w_addr = Signal(range(self.weight_depth))
         issue = Signal()
         m.d.comb += issue.eq(advance & full.bit_select(comp_bank, 1))
-        last_ci = ci_idx == self.ci_groups - 1
-        last_co = co_idx == self.co_groups - 1
+        last_ci = ci_idx == desc.ci_groups - 1
+        last_co = co_idx == desc.co_groups - 1
         with m.If(issue):
             with m.If(last_ci):
                 m.d.sync += ci_idx.eq(0)
@@ -238,7 +249,7 @@ class PEArray(wiring.Component):
         v4, f4, l4, c4 = ctl("v4", v3), ctl("f4", f3), ctl("l4", l3), ctl("c4", c3, c3.shape())
 
         # stage 2: products (activation as 9-bit signed: int8 sign-, uint8 zero-extended)
-        act_signed = self.act_signed
+        act_signed = desc.act_signed
         prod_shape = signed(cfg.act_bits + 1 + self.w_bits)
         acts = []
         for c in range(ci_p):
@@ -279,9 +290,7 @@ class PEArray(wiring.Component):
             acc_out = Signal(acc_shape, name=f"acc_out{o}")
             with m.If(advance & v4 & l4):
                 m.d.sync += acc_out.eq(acc_next)
-            m.d.comb += [lane.acc.eq(acc_out),
-                         lane.bias.eq(p_rd.data[o].bias), lane.m.eq(p_rd.data[o].m),
-                         lane.s.eq(p_rd.data[o].s)]
+            m.d.comb += [lane.acc.eq(acc_out), lane.requant.eq(p_rd.data[o])]
         with m.If(advance):
             m.d.sync += rq_valid.eq(v4 & l4)
         m.d.comb += requant.i.valid.eq(rq_valid)

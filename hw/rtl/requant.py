@@ -19,36 +19,26 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from convforge.hw.config import EngineConfig
+from convforge.hw.layouts.vectors import ACT_OUT_SHAPE, BOUND_SHAPE, out_vector_layout, requant_params_layout
 
 #: Pipeline depth in cycles from an accepted input vector to its output vector (no stalls).
 LATENCY = 4
 #: Vectors accepted per cycle when the output is not back-pressured.
 THROUGHPUT = 1
-#: Output activation lane: 9-bit signed holds both int8 and uint8 results (and any
-#: ``[lo, hi]`` inside ``[-256, 255]``); the stored byte is its low 8 bits.
-ACT_OUT_SHAPE = signed(9)
-#: Per-layer clamp bounds ``lo``/``hi`` (inclusive).
-BOUND_SHAPE = signed(9)
 
 
 def requant_lane_layout(cfg: EngineConfig) -> data.StructLayout:
-    """One lane of the input vector: accumulator and its channel's requant parameters."""
+    """One lane of the input vector: accumulator ``acc`` (signed ``acc_bits``) and its
+    channel's ``requant`` parameters (:func:`~convforge.hw.layouts.vectors.requant_params_layout`)."""
     return data.StructLayout({
         "acc": signed(cfg.acc_bits),
-        "bias": signed(cfg.bias_bits),
-        "m": unsigned(cfg.m_bits),
-        "s": unsigned(cfg.s_bits),
+        "requant": requant_params_layout(cfg),
     })
 
 
 def requant_in_layout(cfg: EngineConfig, lanes: int) -> data.ArrayLayout:
     """Input payload: ``lanes`` x :func:`requant_lane_layout`."""
     return data.ArrayLayout(requant_lane_layout(cfg), lanes)
-
-
-def requant_out_layout(lanes: int) -> data.ArrayLayout:
-    """Output payload: ``lanes`` x :data:`ACT_OUT_SHAPE`."""
-    return data.ArrayLayout(ACT_OUT_SHAPE, lanes)
 
 
 def sum_bits(cfg: EngineConfig) -> int:
@@ -72,7 +62,7 @@ class Requant(wiring.Component):
     Ports:
         i: In(stream of :func:`requant_in_layout`) -- per lane ``acc`` (signed
             acc_bits), ``bias`` (int32), ``m`` (uint15), ``s`` (uint6, 0..62).
-        o: Out(stream of :func:`requant_out_layout`) -- per lane the activation,
+        o: Out(stream of ``out_vector_layout(lanes)``) -- per lane the activation,
             signed 9 bits, within ``[lo, hi]``.
         lo, hi: In(signed(9)) -- clamp bounds, held stable while vectors are in flight.
 
@@ -87,7 +77,7 @@ class Requant(wiring.Component):
         self.lanes = cfg.pe_co if lanes is None else lanes
         super().__init__({
             "i": In(stream.Signature(requant_in_layout(cfg, self.lanes))),
-            "o": Out(stream.Signature(requant_out_layout(self.lanes))),
+            "o": Out(stream.Signature(out_vector_layout(self.lanes))),
             "lo": In(BOUND_SHAPE),
             "hi": In(BOUND_SHAPE),
         })
@@ -123,7 +113,7 @@ class Requant(wiring.Component):
             m.d.comb += rounded.eq(Mux(round_on, (shifted + 1) >> 1, shifted))
             with m.If(advance):
                 # stage 1: acc + bias
-                m.d.sync += [acc_sum.eq(x.acc + x.bias), mult1.eq(x.m), s1.eq(x.s)]
+                m.d.sync += [acc_sum.eq(x.acc + x.requant.bias), mult1.eq(x.requant.m), s1.eq(x.requant.s)]
                 # stage 2: * M (registered operands and product: DSP pipeline)
                 m.d.sync += [prod.eq(acc_sum * mult1),
                              s2m1.eq(Mux(s1 > pbits, pbits - 1, Mux(s1 == 0, 0, s1 - 1))),

@@ -6,11 +6,12 @@ import pytest
 
 from convforge.errors import ShapeError
 from convforge.hw.config import EngineConfig
+from convforge.hw.layouts.units import dw_descriptor_layout
+from convforge.hw.layouts.vectors import out_vector_layout
 from convforge.hw.packing import pack, unpack
 from convforge.hw.rtl.depthwise import (
     CYCLES_PER_OUTPUT,
     DepthwiseUnit,
-    descriptor_layout,
     line_buffer_rows,
 )
 from convforge.hw.rtl.depthwise_model import (
@@ -98,16 +99,15 @@ def test_streams_pack_and_unpack_with_the_unit_layouts():
     assert len(streams["params"]) == layer.channels
     assert len(streams["pixels"]) == groups * x.shape[1] * x.shape[2]
     assert len(streams["offsets"]) == groups * ho * wo
-    desc = unpack(descriptor_layout(cfg), streams["desc"][0])
+    desc = unpack(dw_descriptor_layout(cfg), streams["desc"][0])
     assert (desc["width"], desc["height"], desc["channels"]) == (x.shape[2], x.shape[1], layer.channels)
     assert (desc["lo"], desc["hi"], desc["in_signed"]) == (layer.lo, layer.hi, int(layer.in_signed))
     # out payloads round-trip through the output layout, padding lanes dropped
     y = rng.integers(-256, 256, size=(layer.channels, ho, wo))
     padded = np.zeros((groups * cfg.dw_lanes, ho, wo), dtype=np.int64)
     padded[:layer.channels] = y
-    from convforge.hw.rtl.depthwise import out_layout  # noqa: PLC0415
-
-    payloads = [pack(out_layout(cfg), [int(v) for v in padded[g * cfg.dw_lanes:(g + 1) * cfg.dw_lanes, r, q]])
+    lanes = cfg.dw_lanes
+    payloads = [pack(out_vector_layout(lanes), [int(v) for v in padded[g * lanes:(g + 1) * lanes, r, q]])
                 for g in range(groups) for r in range(ho) for q in range(wo)]
     assert np.array_equal(unpack_depthwise_output(cfg, payloads, layer.channels, ho, wo), y)
 
