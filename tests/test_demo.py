@@ -57,7 +57,7 @@ def test_demo_rtl_step_uses_the_board_engine_and_names_every_layer_it_cannot_run
     values = run_qgraph(graph, image, keep_all=True)
     seen = []
 
-    def fake_run_layer(cfg, layer, x, dmap=None, offsets=None, **kw):  # the RTL itself is tested elsewhere
+    def fake_run_layer(cfg, layer, x, dmap=None, offsets=None, **kw):  # no simulator needed: RTL tested elsewhere
         seen.append(cfg.line_width)
         want = golden_depthwise(cfg, layer, x, dmap, offsets)
         return want, want, 1
