@@ -47,7 +47,3 @@ def requant_params_layout(cfg: EngineConfig) -> data.StructLayout:
         "s": unsigned(cfg.s_bits),
     })
 
-
-def bounds_layout() -> data.StructLayout:
-    """A layer's output clamp ``lo``/``hi`` (inclusive, :data:`BOUND_SHAPE` each)."""
-    return data.StructLayout({"lo": BOUND_SHAPE, "hi": BOUND_SHAPE})
