@@ -37,6 +37,7 @@ import pynq
 from convforge.errors import ConvforgeError
 from convforge.hw.config import EngineConfig
 from convforge.hw.ip import ACCEL_VLNV
+from convforge.hw.layouts import csr
 
 #: Default time a frame may take before :meth:`ConvforgeAccel.run` gives up (seconds).
 #: A full 416x416 frame takes milliseconds on the board and ~seconds in the emulator.
@@ -45,6 +46,33 @@ DEFAULT_TIMEOUT_S = 60.0
 #: Polling interval while waiting for ``done`` (seconds): short enough to add < 1 % to a
 #: 30 fps frame, long enough not to saturate the AXI-Lite port of a board.
 POLL_INTERVAL_S = 0.0002
+
+
+#: Per-unit busy counters: unit name -> the counter's ``_LO`` register (hw/layouts/csr.py).
+BUSY_COUNTERS = {"pointwise": "BUSY_PW_LO", "depthwise": "BUSY_DW_LO", "pool": "BUSY_POOL_LO",
+                 "add": "BUSY_ADD_LO", "dma": "BUSY_DMA_LO"}  # fmt: skip
+
+
+def _field(reg: str, name: str, word: int) -> int:
+    return csr.REGISTERS[reg].field(name).get(word)
+
+
+def _mask(reg: str, *names: str) -> int:
+    return sum(csr.REGISTERS[reg].field(n).mask for n in names)
+
+
+def _error_name(code: int) -> str:
+    try:
+        return csr.ErrorCode(code).name
+    except ValueError:
+        return "UNKNOWN"
+
+
+def _error_text(code: int) -> str:
+    try:
+        return csr.ERROR_CODE_TEXT[csr.ErrorCode(code)]
+    except ValueError:
+        return f"error code {code} is not in this driver's register map (a newer bitstream?)"
 
 
 class AcceleratorError(ConvforgeError):
@@ -82,8 +110,6 @@ class ConvforgeAccel(pynq.DefaultIP):
 
     def __init__(self, description: dict) -> None:
         super().__init__(description)
-        from convforge.hw.layouts import csr
-
         self._csr = csr
         self.program = None
         self._buffer = None
@@ -104,13 +130,13 @@ class ConvforgeAccel(pynq.DefaultIP):
     def register_state(self) -> str:
         """The control/status registers as one line, for error messages and logs."""
         c = self._csr
-        status = self._rd(c.STATUS)
+        status = self._rd(c.ADDR_STATUS)
         return (
-            f"STATUS={status:#010x} (busy={c.status_busy(status)} done={c.status_done(status)} "
-            f"error_code={c.status_error_code(status)}), ERR_INDEX={self._rd(c.ERR_INDEX)}, "
-            f"CTRL={self._rd(c.CTRL):#x}, IRQ_STATUS={self._rd(c.IRQ_STATUS):#x}, "
-            f"PROG_OFFSET={self._rd(c.PROG_OFFSET):#x}, PROG_LENGTH={self._rd(c.PROG_LENGTH)}, "
-            f"CYCLES={self._rd64(c.CYCLES_LO)}"
+            f"STATUS={status:#010x} (busy={_field('STATUS', 'busy', status)} done={_field('STATUS', 'done', status)} "
+            f"error_code={_field('STATUS', 'error_code', status)}), ERR_INDEX={self._rd(c.ADDR_ERR_INDEX)}, "
+            f"CTRL={self._rd(c.ADDR_CTRL):#x}, IRQ_STATUS={self._rd(c.ADDR_IRQ_STATUS):#x}, "
+            f"PROG_OFFSET={self._rd(c.ADDR_PROG_OFFSET):#x}, PROG_LENGTH={self._rd(c.ADDR_PROG_LENGTH)}, "
+            f"CYCLES={self._rd64(c.ADDR_CYCLES_LO)}"
         )
 
     def engine_config(self) -> EngineConfig:
@@ -122,20 +148,20 @@ class ConvforgeAccel(pynq.DefaultIP):
         """
         self.check_identity()
         c = self._csr
-        count = self._rd(c.CFG_COUNT)
-        words = [self._rd(c.CFG + 4 * i) for i in range(count)]
+        count = self._rd(c.ADDR_CFG_COUNT)
+        words = [self._rd(c.ADDR_CFG + 4 * i) for i in range(count)]
         return EngineConfig.from_csr_words(words, source=f"{self._source()} CFG registers")
 
     def check_identity(self) -> None:
         """Check ID and VERSION; AcceleratorError naming the register if they differ."""
         c = self._csr
-        ident = self._rd(c.ID)
-        if ident != c.ID_VALUE:
+        ident = self._rd(c.ADDR_ID)
+        if ident != c.ID_MAGIC:
             raise AcceleratorError(
-                f"{self._source()}: ID register reads {ident:#010x}, not convforge's {c.ID_VALUE:#010x}; "
+                f"{self._source()}: ID register reads {ident:#010x}, not convforge's {c.ID_MAGIC:#010x}; "
                 "the overlay's IP at this address is not a convforge accelerator (check the bitstream)"
             )
-        major = c.version_major(self._rd(c.VERSION))
+        major = _field("VERSION", "major", self._rd(c.ADDR_VERSION))
         if major != c.VERSION_MAJOR:
             raise AcceleratorError(
                 f"{self._source()}: register map major version {major}, this driver speaks {c.VERSION_MAJOR}; "
@@ -187,7 +213,7 @@ class ConvforgeAccel(pynq.DefaultIP):
     def reset(self) -> None:
         """Soft reset: abort any frame, clear status, counters and interrupt status."""
         c = self._csr
-        self._wr(c.CTRL, c.CTRL_SOFT_RESET)
+        self._wr(c.ADDR_CTRL, _mask("CTRL", "soft_reset"))
 
     # ------------------------------------------------------------------ frames
     def run(self, image: np.ndarray, timeout_s: float = DEFAULT_TIMEOUT_S, wait: str = "auto") -> Frame:
@@ -214,25 +240,25 @@ class ConvforgeAccel(pynq.DefaultIP):
         region = prog.write_input(self._buffer, image)
         self._buffer[region].sync_to_device()
         base = int(self._buffer.device_address)
-        self._wr(c.BASE_ADDR_LO, base & 0xFFFF_FFFF)
-        self._wr(c.BASE_ADDR_HI, base >> 32)
-        self._wr(c.PROG_OFFSET, prog.program_offset)
-        self._wr(c.PROG_LENGTH, prog.n_descriptors)
-        self._wr(c.IRQ_STATUS, c.IRQ_ALL)  # write 1 to clear stale events
+        self._wr(c.ADDR_BASE_ADDR_LO, base & 0xFFFF_FFFF)
+        self._wr(c.ADDR_BASE_ADDR_HI, base >> 32)
+        self._wr(c.ADDR_PROG_OFFSET, prog.program_offset)
+        self._wr(c.ADDR_PROG_LENGTH, prog.n_descriptors)
+        self._wr(c.ADDR_IRQ_STATUS, _mask("IRQ_STATUS", "done", "error"))  # write 1 to clear stale events
         use_irq = self._use_interrupt(wait)
-        self._wr(c.CTRL, c.CTRL_START | (c.CTRL_IRQ_ENABLE if use_irq else 0))
+        self._wr(c.ADDR_CTRL, _mask("CTRL", "start", *(("irq_enable",) if use_irq else ())))
         if use_irq:
             self._wait_interrupt(timeout_s)
         status = self._wait_done(timeout_s, t0)
-        code = c.status_error_code(status)
-        if code != c.ERROR_NONE:
-            index = self._rd(c.ERR_INDEX)
+        code = _field("STATUS", "error_code", status)
+        if code != c.ErrorCode.NONE:
+            index = self._rd(c.ADDR_ERR_INDEX)
             layer = prog.layer_of(index)
             state = self.register_state()
             self.reset()
             raise AcceleratorError(
                 f"the accelerator stopped at descriptor {index} (layer {layer!r}) with error "
-                f"{c.error_name(code)} ({code}): {c.error_description(code)}; registers: {state}"
+                f"{_error_name(code)} ({code}): {_error_text(code)}; registers: {state}"
             )
         counters = self.counters()
         outputs = {}
@@ -268,8 +294,8 @@ class ConvforgeAccel(pynq.DefaultIP):
         c = self._csr
         deadline = t0 + timeout_s
         while True:
-            status = self._rd(c.STATUS)
-            if c.status_done(status):
+            status = self._rd(c.ADDR_STATUS)
+            if _field("STATUS", "done", status):
                 return status
             if time.perf_counter() > deadline:
                 state = self.register_state()
@@ -285,15 +311,15 @@ class ConvforgeAccel(pynq.DefaultIP):
         """The counters of the last frame: cycles, per-unit busy cycles and % of the frame,
         DDR bytes read and written, and the FPS the cycles give at the engine clock."""
         c = self._csr
-        cycles = self._rd64(c.CYCLES_LO)
-        busy = {unit: self._rd64(lo) for unit, lo in c.BUSY_COUNTERS.items()}
+        cycles = self._rd64(c.ADDR_CYCLES_LO)
+        busy = {unit: self._rd64(c.REGISTERS[lo].offset) for unit, lo in BUSY_COUNTERS.items()}
         clock_mhz = self.program.engine.clock_mhz if self.program is not None else None
         return {
             "cycles": cycles,
             "busy_cycles": busy,
             "busy_percent": {u: (100.0 * b / cycles if cycles else 0.0) for u, b in busy.items()},
-            "ddr_read_bytes": self._rd64(c.DMA_RD_BYTES_LO),
-            "ddr_write_bytes": self._rd64(c.DMA_WR_BYTES_LO),
+            "ddr_read_bytes": self._rd64(c.ADDR_DMA_RD_BYTES_LO),
+            "ddr_write_bytes": self._rd64(c.ADDR_DMA_WR_BYTES_LO),
             "fps_at_clock": (clock_mhz * 1e6 / cycles) if cycles and clock_mhz else None,
         }
 
