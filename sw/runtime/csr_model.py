@@ -172,24 +172,47 @@ class CsrModel:
         return bool(enabled and self.words[csr.ADDR_IRQ_STATUS])
 
 
-class EmulatorBackend:
-    """Runs a frame with the NumPy emulator of the Program (``emu`` backend)."""
+#: The emulator's fault (``convforge.hw.layouts.Fault``, by name) -> the STATUS.error_code
+#: the register map defines for it. A Program without END within PROG_LENGTH descriptors
+#: is reported as an invalid descriptor field (the register map has no code of its own).
+FAULT_TO_ERROR_CODE = {
+    "BAD_OPCODE": csr.ErrorCode.INVALID_OPCODE,
+    "BAD_DESCRIPTOR": csr.ErrorCode.INVALID_FIELD,
+    "ADDRESS_RANGE": csr.ErrorCode.ADDRESS_RANGE,
+    "CONFIG_MISMATCH": csr.ErrorCode.CONFIG_MISMATCH,
+    "NO_END": csr.ErrorCode.INVALID_FIELD,
+}
 
-    def __init__(self, engine: EngineConfig) -> None:
+#: Cycle-model unit name -> busy counter (unit keys of the driver's BUSY_COUNTERS).
+MODEL_UNITS = {"pe_array": "pointwise", "depthwise": "depthwise", "pool": "pool", "add": "add"}
+
+
+class EmulatorBackend:
+    """Runs a frame with the NumPy emulator of the Program (``emu`` backend).
+
+    Counters come from the emulator's cycle model (:mod:`convforge.sw.runtime.cycles`),
+    per executed descriptor: ``cycles`` add to the frame and to the busy counter of the
+    descriptor's unit, ``dma_cycles`` to the DMA busy counter, ``ddr_bytes`` to the DDR
+    traffic (the model gives reads and writes together: they are reported as reads).
+    """
+
+    def __init__(self, engine: EngineConfig, ddr_gbps: float | None = None) -> None:
         from convforge.sw.runtime.emulator import Emulator
 
-        self.emulator = Emulator(engine)
+        self.emulator = Emulator(engine) if ddr_gbps is None else Emulator(engine, ddr_gbps)
 
     def run(self, memory: np.ndarray, program_offset: int, n_descriptors: int) -> FrameResult:
-        from convforge.sw.runtime.emulator import EmulatorFault
+        from convforge.errors import EmulatorFault
+        from convforge.hw.layouts import Fault
 
         try:
             stats = self.emulator.run(memory, program_offset, n_descriptors)
         except EmulatorFault as fault:
-            return FrameResult(error_code=int(fault.code), error_index=int(fault.index))
-        return FrameResult(
-            cycles=int(stats.cycles),
-            busy_cycles={u: int(c) for u, c in stats.busy_cycles.items()},
-            ddr_read_bytes=int(stats.ddr_read_bytes),
-            ddr_write_bytes=int(stats.ddr_write_bytes),
-        )
+            code = FAULT_TO_ERROR_CODE[Fault(fault.code).name]
+            return FrameResult(error_code=int(code), error_index=int(fault.index))
+        busy = dict.fromkeys(BUSY_COUNTERS, 0)
+        for fig in stats.per_descriptor:
+            if fig["unit"] in MODEL_UNITS:
+                busy[MODEL_UNITS[fig["unit"]]] += int(fig["cycles"])
+            busy["dma"] += int(fig["dma_cycles"])
+        return FrameResult(cycles=int(stats.cycles), busy_cycles=busy, ddr_read_bytes=int(stats.ddr_bytes))

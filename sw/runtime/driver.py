@@ -75,6 +75,20 @@ def _error_text(code: int) -> str:
         return f"error code {code} is not in this driver's register map (a newer bitstream?)"
 
 
+def tensor_extent(place) -> slice:
+    """The byte range of the buffer holding a tensor (a ``TensorPlace``): the smallest
+    slice covering every piece's view, so a sync moves only that tensor's bytes."""
+    _, h, w = place.shape
+    lo, hi = None, 0
+    for p in place.pieces:
+        rows, cols = (-(-h // 2), -(-w // 2)) if p.upsample else (h, w)
+        first = p.offset + p.channel_offset
+        last = first + (rows - 1) * p.row_stride + (cols - 1) * p.pixel_stride + (p.count - 1) * p.channel_stride
+        lo = first if lo is None else min(lo, first)
+        hi = max(hi, last + 1)
+    return slice(lo or 0, hi)
+
+
 class AcceleratorError(ConvforgeError):
     """The accelerator stopped a frame with an error code, never finished it (timeout),
     or its identity / configuration does not match the Program."""
@@ -173,7 +187,7 @@ class ConvforgeAccel(pynq.DefaultIP):
 
     # ------------------------------------------------------------------ program
     def load(self, program) -> None:
-        """Load a Program (a :class:`convforge.sw.compiler.Program` or its file path).
+        """Load a Program (a :class:`convforge.sw.runtime.program.Program` or its file path).
 
         Checks that the hardware runs the EngineConfig the Program was compiled for,
         allocates one buffer for the whole memory plan (reused by every later frame),
@@ -185,27 +199,27 @@ class ConvforgeAccel(pynq.DefaultIP):
             AcceleratorError: the Program was compiled for another EngineConfig (the
                 message names every differing field) or the hardware's identity is wrong.
         """
-        from convforge.sw.compiler import Program
+        from convforge.sw.runtime.program import Program
 
         if not isinstance(program, Program):
             program = Program.load(Path(program))
         hw = self.engine_config()
-        if hw != program.engine:
+        if hw != program.config:
             diffs = [
-                f"{name}: hardware {getattr(hw, name)!r}, Program {getattr(program.engine, name)!r}"
+                f"{name}: hardware {getattr(hw, name)!r}, Program {getattr(program.config, name)!r}"
                 for name in EngineConfig.csr_field_names()
-                if getattr(hw, name) != getattr(program.engine, name)
+                if getattr(hw, name) != getattr(program.config, name)
             ]
             raise AcceleratorError(
                 f"the Program was compiled for another EngineConfig than the {self._source()} runs "
                 f"({'; '.join(diffs)}); compile it again for this hardware "
                 "(`convforge compile --config` with the board's EngineConfig)"
             )
-        image = program.memory_image()
-        if self._buffer is None or self._buffer.nbytes < image.nbytes:
-            self._buffer = pynq.allocate(shape=(image.nbytes,), dtype=np.uint8)
-        self._buffer[: image.nbytes] = image
-        self._buffer[image.nbytes :] = 0
+        nbytes = int(program.buffer_bytes)
+        if self._buffer is None or self._buffer.nbytes < nbytes:
+            self._buffer = pynq.allocate(shape=(nbytes,), dtype=np.uint8)
+        self._buffer[: program.image.size] = program.image
+        self._buffer[program.image.size :] = 0
         self._buffer.sync_to_device()
         self.program = program
         self.reset()
@@ -237,8 +251,8 @@ class ConvforgeAccel(pynq.DefaultIP):
             raise AcceleratorError("no Program loaded; call load(<Program file>) first")
         c, prog = self._csr, self.program
         t0 = time.perf_counter()
-        region = prog.write_input(self._buffer, image)
-        self._buffer[region].sync_to_device()
+        prog.place_image(self._buffer, image)
+        self._buffer[tensor_extent(prog.tensors[prog.input])].sync_to_device()
         base = int(self._buffer.device_address)
         self._wr(c.ADDR_BASE_ADDR_LO, base & 0xFFFF_FFFF)
         self._wr(c.ADDR_BASE_ADDR_HI, base >> 32)
@@ -253,7 +267,7 @@ class ConvforgeAccel(pynq.DefaultIP):
         code = _field("STATUS", "error_code", status)
         if code != c.ErrorCode.NONE:
             index = self._rd(c.ADDR_ERR_INDEX)
-            layer = prog.layer_of(index)
+            layer = prog.descriptors[index].get("layer") if 0 <= index < len(prog.descriptors) else None
             state = self.register_state()
             self.reset()
             raise AcceleratorError(
@@ -261,11 +275,18 @@ class ConvforgeAccel(pynq.DefaultIP):
                 f"{_error_name(code)} ({code}): {_error_text(code)}; registers: {state}"
             )
         counters = self.counters()
-        outputs = {}
-        for name, region in prog.output_regions().items():
-            self._buffer[region].sync_from_device()
-            outputs[name] = prog.read_output(self._buffer, name)
+        outputs = {head: self.read_tensor(tensor) for head, tensor in prog.outputs.items()}
         return Frame(outputs, counters, time.perf_counter() - t0, "interrupt" if use_irq else "poll")
+
+    def read_tensor(self, tensor: str) -> np.ndarray:
+        """Any QGraph tensor of the last frame, read back through the Program's tensor map
+        (invalidates its bytes first): int64 ``(C, H, W)``."""
+        if self.program is None:
+            raise AcceleratorError("no Program loaded; call load(<Program file>) first")
+        if tensor not in self.program.tensors:
+            raise AcceleratorError(f"the Program has no tensor {tensor!r} in its tensor map")
+        self._buffer[tensor_extent(self.program.tensors[tensor])].sync_from_device()
+        return self.program.read(self._buffer, tensor)
 
     def _use_interrupt(self, wait: str) -> bool:
         if wait not in ("auto", "poll", "interrupt"):
@@ -313,7 +334,7 @@ class ConvforgeAccel(pynq.DefaultIP):
         c = self._csr
         cycles = self._rd64(c.ADDR_CYCLES_LO)
         busy = {unit: self._rd64(c.REGISTERS[lo].offset) for unit, lo in BUSY_COUNTERS.items()}
-        clock_mhz = self.program.engine.clock_mhz if self.program is not None else None
+        clock_mhz = self.program.config.clock_mhz if self.program is not None else None
         return {
             "cycles": cycles,
             "busy_cycles": busy,

@@ -124,7 +124,7 @@ def open_session(
         raise SimulationError(f"{bitfile}: {ACCEL_INSTANCE} has driver {type(accel).__name__}, not ConvforgeAccel")
     engine = accel.engine_config()
     if program is not None:
-        from convforge.sw.compiler import Program
+        from convforge.sw.runtime.program import Program
 
         prog = Program.load(Path(program))
     else:
