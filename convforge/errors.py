@@ -41,3 +41,25 @@ class CheckpointError(ConvforgeError):
 
 class LayoutError(ConvforgeError):
     """A value does not fit a field of a hardware layout (descriptor, packed word)."""
+
+
+class CompileError(ConvforgeError):
+    """The compiler cannot map a layer onto the engine (names the layer, limit and field)."""
+
+
+class ProgramFormatError(ConvforgeError):
+    """A Program file is missing, corrupt or of another format version (names the file)."""
+
+
+class EmulatorFault(ConvforgeError):
+    """The engine (emulated) flagged a fault: carries the hardware error code and descriptor.
+
+    Attributes:
+        code: the :class:`convforge.hw.layouts.Fault` value the status CSR would show.
+        index: the failing descriptor's index in the program.
+    """
+
+    def __init__(self, message: str, code: int, index: int) -> None:
+        super().__init__(message)
+        self.code = int(code)
+        self.index = int(index)

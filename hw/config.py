@@ -68,6 +68,20 @@ class EngineConfig:
     axi_data_bits: int = 128
     #: Target clock in MHz.
     clock_mhz: float = 250.0
+    #: Pointwise weight buffer depth, in ``pe_ci x pe_co`` weight tiles; the compiler splits a
+    #: layer by output channels so that ``ceil(ci / pe_ci) * ceil(co_tile / pe_co)`` fits.
+    weight_depth: int = 1024
+    #: Largest channel count of one pass (input channels, ``k*k*C`` for an im2col conv,
+    #: and output channels), in channels.
+    max_channels: int = 2048
+    #: Activation buffer: bytes per ping-pong half. The compiler cuts a pass into bands of
+    #: output rows whose input rows (and output rows) fit one half.
+    act_buffer_bytes: int = 65536
+    #: Largest max-pool window side and stride, in pixels.
+    pool_k_max: int = 4
+    pool_s_max: int = 4
+    #: Max-pool block buffer capacity in rows of ``line_width`` pixels.
+    pool_block_rows: int = 8
 
     def __post_init__(self) -> None:
         def need(cond: bool, name: str, what: str) -> None:
@@ -102,6 +116,16 @@ class EngineConfig:
         )
         need(self.axi_data_bits in (32, 64, 128, 256), "axi_data_bits", "32, 64, 128 or 256")
         need(10.0 <= self.clock_mhz <= 800.0, "clock_mhz", "in [10, 800] MHz")
+        need(isinstance(self.weight_depth, int) and 16 <= self.weight_depth <= 65536,
+             "weight_depth", "an integer in [16, 65536] tiles")
+        need(isinstance(self.max_channels, int) and 16 <= self.max_channels <= 65535,
+             "max_channels", "an integer in [16, 65535] channels")
+        need(isinstance(self.act_buffer_bytes, int) and 1024 <= self.act_buffer_bytes <= (1 << 24),
+             "act_buffer_bytes", "an integer in [1024, 16 Mi] bytes")
+        need(isinstance(self.pool_k_max, int) and 1 <= self.pool_k_max <= 15, "pool_k_max", "in [1, 15] pixels")
+        need(isinstance(self.pool_s_max, int) and 1 <= self.pool_s_max <= 15, "pool_s_max", "in [1, 15] pixels")
+        need(isinstance(self.pool_block_rows, int) and 1 <= self.pool_block_rows <= 1024,
+             "pool_block_rows", "in [1, 1024] rows")
 
     # -- derived figures -----------------------------------------------------------------
     @property

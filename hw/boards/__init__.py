@@ -23,6 +23,15 @@ class Board:
     ff: int
     uram: int = 0
     engine: EngineConfig = field(default_factory=EngineConfig)
+    #: Sustained DDR bandwidth the programmable logic reaches, in GB/s (10**9 bytes/s):
+    #: half the DRAM's peak (burst efficiency of strided NHWC tile transfers). The cycle
+    #: model (:mod:`convforge.sw.compiler.cycles`) turns it into bytes per engine cycle.
+    ddr_gbps: float = 4.0
+
+    def ddr_bytes_per_cycle(self, clock_mhz: float | None = None) -> float:
+        """DDR bytes per cycle of the engine clock (``clock_mhz`` or the engine's)."""
+        clock = self.engine.clock_mhz if clock_mhz is None else clock_mhz
+        return self.ddr_gbps * 1e3 / clock
 
     @property
     def budget(self) -> dict[str, int]:
@@ -42,6 +51,8 @@ BOARDS: dict[str, Board] = {
             lut=70_560,
             ff=141_120,
             engine=EngineConfig(pe_ci=16, pe_co=16, dw_lanes=16, clock_mhz=250.0),
+            # LPDDR4-2133, 32 bits: 8.5 GB/s peak
+            ddr_gbps=4.2,
         ),
         Board(
             name="pynqz2",
@@ -53,6 +64,8 @@ BOARDS: dict[str, Board] = {
             lut=53_200,
             ff=106_400,
             engine=EngineConfig(pe_ci=8, pe_co=16, dw_lanes=8, axi_data_bits=64, clock_mhz=125.0),
+            # DDR3-1066, 16 bits: 4.3 GB/s peak
+            ddr_gbps=2.1,
         ),
         Board(
             name="kv260",
@@ -65,6 +78,8 @@ BOARDS: dict[str, Board] = {
             ff=234_240,
             uram=64,
             engine=EngineConfig(pe_ci=32, pe_co=32, dw_lanes=32, clock_mhz=250.0),
+            # DDR4-2400, 64 bits: 19.2 GB/s peak
+            ddr_gbps=9.6,
         ),
     )
 }

@@ -34,10 +34,6 @@ from amaranth.lib.wiring import In, Out
 from convforge.hw.config import EngineConfig
 from convforge.hw.rtl import requant as rq
 
-#: Largest channel count of one pass (input and output), in channels.
-MAX_CHANNELS = 2048
-#: Default weight buffer depth in tiles of Ci_p x Co_p weights.
-WEIGHT_DEPTH = 1024
 #: Register stages from a compute issue to the requant input register (buffer read,
 #: multiply, two adder-tree stages, accumulate).
 ARRAY_STAGES = 5
@@ -75,16 +71,19 @@ def param_lane_layout(cfg: EngineConfig) -> data.StructLayout:
 
 
 def ci_groups_max(cfg: EngineConfig) -> int:
-    return math.ceil(MAX_CHANNELS / cfg.pe_ci)
+    """Input-channel groups of the widest pass (``EngineConfig.max_channels``)."""
+    return math.ceil(cfg.max_channels / cfg.pe_ci)
 
 
 def co_groups_max(cfg: EngineConfig) -> int:
-    return math.ceil(MAX_CHANNELS / cfg.pe_co)
+    """Output-channel groups of the widest pass (``EngineConfig.max_channels``)."""
+    return math.ceil(cfg.max_channels / cfg.pe_co)
 
 
-def weight_load_layout(cfg: EngineConfig, weight_depth: int = WEIGHT_DEPTH,
+def weight_load_layout(cfg: EngineConfig, weight_depth: int | None = None,
                        w_bits: int | None = None) -> data.StructLayout:
     """``w`` payload: tile address (``co * ci_groups + ci``) and the tile."""
+    weight_depth = cfg.weight_depth if weight_depth is None else weight_depth
     return data.StructLayout({"addr": unsigned(max(1, (weight_depth - 1).bit_length())),
                               "tile": weight_tile_layout(cfg, w_bits)})
 
@@ -101,7 +100,7 @@ class PEArray(wiring.Component):
     Parameters:
         cfg: ``pe_ci`` (Ci_p), ``pe_co`` (Co_p), ``w_bits``, ``act_bits``, ``acc_bits``,
             requant widths.
-        weight_depth: weight buffer depth in tiles (default :data:`WEIGHT_DEPTH`).
+        weight_depth: weight buffer depth in tiles (default ``cfg.weight_depth``).
         w_bits: weight width (default ``cfg.w_bits``; ``cfg.first_w_bits`` for a build
             that runs the 8-bit first layer).
         mac_in_luts: build the ``int8 x int4`` multipliers from LUTs (default): one DSP
@@ -124,11 +123,11 @@ class PEArray(wiring.Component):
     half is free. Flow control: back-pressure on ``o`` stalls the whole array.
     """
 
-    def __init__(self, cfg: EngineConfig, weight_depth: int = WEIGHT_DEPTH,
+    def __init__(self, cfg: EngineConfig, weight_depth: int | None = None,
                  w_bits: int | None = None, mac_in_luts: bool = True) -> None:
         self.cfg = cfg
         self.mac_in_luts = mac_in_luts
-        self.weight_depth = weight_depth
+        self.weight_depth = cfg.weight_depth if weight_depth is None else weight_depth
         self.w_bits = cfg.w_bits if w_bits is None else w_bits
         super().__init__({
             "x": In(stream.Signature(act_chunk_layout(cfg))),

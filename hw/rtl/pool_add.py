@@ -16,11 +16,6 @@ from amaranth.lib.wiring import In, Out
 from convforge.hw.config import EngineConfig
 from convforge.hw.rtl.requant import ACT_OUT_SHAPE, BOUND_SHAPE
 
-#: Largest pooling window side and stride the max pool unit accepts.
-POOL_K_MAX = 4
-POOL_S_MAX = 4
-#: Block buffer capacity in rows of ``cfg.line_width`` pixels.
-POOL_BLOCK_ROWS = 8
 #: Max pool pipeline: cycles from issuing a window's last tap to its output vector.
 MAXPOOL_LATENCY = 2
 #: Max pool: one tap per cycle, i.e. ``k*k`` cycles per output vector after the block
@@ -43,7 +38,7 @@ def act_out_layout(lanes: int) -> data.ArrayLayout:
 
 def pool_block_pixels(cfg: EngineConfig) -> int:
     """Block buffer capacity in pixels (``height * width`` of one call must fit)."""
-    return POOL_BLOCK_ROWS * cfg.line_width
+    return cfg.pool_block_rows * cfg.line_width
 
 
 def _extend(m: Module, byte, is_signed, name: str) -> Signal:
@@ -66,7 +61,8 @@ class MaxPool(wiring.Component):
         height, width: In -- block size in pixels (``height*width`` <= capacity).
         out_height, out_width: In -- output size (the compiler's
             ``floor((H + 2p - k) / s) + 1``, or fewer rows for a band).
-        kernel (1..4), stride (1..4), pad (top/left padding, 0..k-1): In.
+        kernel (1..``cfg.pool_k_max``), stride (1..``cfg.pool_s_max``), pad (top/left
+            padding, 0..k-1): In.
         act_signed: In(1) -- input bytes are int8 (1) or uint8 (0).
 
     Output ``(oy, ox)`` is the max over taps ``(oy*s - pad + i, ox*s - pad + j)``,
@@ -91,8 +87,8 @@ class MaxPool(wiring.Component):
             "o": Out(stream.Signature(act_out_layout(self.lanes))),
             "height": In(dim), "width": In(dim),
             "out_height": In(dim), "out_width": In(dim),
-            "kernel": In(range(POOL_K_MAX + 1)), "stride": In(range(POOL_S_MAX + 1)),
-            "pad": In(range(POOL_K_MAX)),
+            "kernel": In(range(cfg.pool_k_max + 1)), "stride": In(range(cfg.pool_s_max + 1)),
+            "pad": In(range(cfg.pool_k_max)),
             "act_signed": In(1),
         })
 
@@ -123,7 +119,8 @@ class MaxPool(wiring.Component):
         advance = ~self.o.valid | self.o.ready
         coord = signed(self.capacity.bit_length() + 2)
         oy, ox = Signal(range(cap + 1)), Signal(range(cap + 1))
-        ti, tj = Signal(range(POOL_K_MAX)), Signal(range(POOL_K_MAX))
+        k_max = self.cfg.pool_k_max
+        ti, tj = Signal(range(k_max)), Signal(range(k_max))
         wy0, wx0 = Signal(coord), Signal(coord)  # window origin oy*s - pad, ox*s - pad
         y, x = Signal(coord), Signal(coord)
         m.d.comb += [y.eq(wy0 + ti), x.eq(wx0 + tj)]

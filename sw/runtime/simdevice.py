@@ -314,7 +314,7 @@ def make_backend(name: str, overlay: SimOverlay):
     from convforge.sw.runtime.csr_model import EmulatorBackend
 
     if name == "emu":
-        return EmulatorBackend(overlay.engine)
+        return EmulatorBackend(overlay.engine, get_board(overlay.board).ddr_gbps)
     if name == "rtl":
         raise SimulationError(
             "SimDevice backend 'rtl' simulates the whole accelerator (CSR block, controller, DMA, units) "

@@ -1,0 +1,356 @@
+"""Functional emulator of the accelerator: executes a Program's descriptors on a byte buffer.
+
+It reads the descriptors from the buffer exactly as the controller does, decodes them with
+the shared layouts (:mod:`convforge.hw.layouts`), and runs each one reading and writing the
+buffer through the operand views, with INTEGER_SPEC arithmetic (bit-exact with the integer
+reference). NumPy only: it never imports torch, so it runs on a board's ARM core too.
+
+Speed: a PE-array pass is one GEMM. The descriptor carries the compiler's worst-case
+accumulator bound (``acc_bound_bits``, INTEGER_SPEC §6); below ``2**24`` a float32 GEMM is
+exact (every partial sum is an integer float32 represents), below ``2**53`` float64, else
+int64. Decoded weights are cached per descriptor and reused while the bytes they were
+decoded from are unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from convforge.errors import EmulatorFault
+from convforge.hw.config import EngineConfig
+from convforge.hw.layouts import (
+    DESCRIPTOR_BYTES,
+    Fault,
+    Opcode,
+    config_tag,
+    descriptor_layout,
+    dw_channel_word_layout,
+    requant_word_layout,
+    weight_tile_bytes,
+    weight_tile_layout,
+)
+from convforge.hw.packing import layout_bytes, unpack_array
+from convforge.sw.runtime.cycles import DEFAULT_DDR_GBPS, descriptor_figures, frame_figures
+from convforge.sw.runtime.program import Program, read_view, write_view
+
+_OPCODES = {int(o) for o in Opcode}
+_DW_MODE = {Opcode.DW_REGULAR: "regular", Opcode.DW_SQUARE: "square", Opcode.DW_BILINEAR: "bilinear"}
+
+
+def requant(acc: np.ndarray, bias: np.ndarray, m: np.ndarray, s: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``sat(rshift_round((acc + bias) * M, S), lo, hi)`` (INTEGER_SPEC §3), channel last.
+
+    ``acc`` int64 ``(..., C)``; ``bias``, ``m``, ``s`` per channel ``(C,)``.
+    """
+    s = s.astype(np.int64)
+    half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0)
+    v = (acc.astype(np.int64) + bias.astype(np.int64)) * m.astype(np.int64)
+    return np.clip((v + half) >> s, lo, hi)
+
+
+@dataclass
+class RunStats:
+    """What one run did.
+
+    Attributes:
+        descriptors: descriptors executed (END excluded).
+        per_descriptor: the cycle model's figures per executed descriptor.
+        cycles, fps, mac_utilisation, ddr_bytes: the frame totals (predicted).
+    """
+
+    descriptors: int
+    per_descriptor: list[dict[str, Any]] = field(default_factory=list)
+    cycles: int = 0
+    fps: float = 0.0
+    mac_utilisation: float = 0.0
+    ddr_bytes: int = 0
+
+
+class Emulator:
+    """Executes Programs compiled for ``config`` (see the module docstring).
+
+    Args:
+        config: the EngineConfig the emulated engine is built with; descriptors carrying
+            another configuration's tag fault with ``Fault.CONFIG_MISMATCH``.
+        ddr_gbps: DDR bandwidth for the cycle figures (board profile ``ddr_gbps``).
+    """
+
+    def __init__(self, config: EngineConfig, ddr_gbps: float = DEFAULT_DDR_GBPS) -> None:
+        self.config = config
+        self.ddr_gbps = ddr_gbps
+        self._tag = config_tag(config)
+        self._layout = descriptor_layout(config)
+        self._desc_cache: tuple[bytes, list[dict[str, Any]]] | None = None
+        self._weights: dict[int, tuple[bytes, Any]] = {}
+
+    # -- descriptors ---------------------------------------------------------------------
+    def _decode(self, memory: np.ndarray, program_offset: int, n: int) -> list[dict[str, Any]]:
+        end = program_offset + n * DESCRIPTOR_BYTES
+        if program_offset < 0 or n <= 0 or end > memory.shape[0]:
+            raise EmulatorFault(
+                f"program of {n} descriptors at byte {program_offset} lies outside the {memory.shape[0]}-byte "
+                "buffer", Fault.ADDRESS_RANGE, 0)
+        raw = memory[program_offset:end]
+        key = raw.tobytes()
+        if self._desc_cache is not None and self._desc_cache[0] == key:
+            return self._desc_cache[1]
+        fields = unpack_array(self._layout, raw.reshape(n, DESCRIPTOR_BYTES))
+        decoded = [_record(fields, i) for i in range(n)]
+        self._desc_cache = (key, decoded)
+        self._weights.clear()
+        return decoded
+
+    def run(self, memory: np.ndarray, program_offset: int, n_descriptors: int,
+            on_descriptor: Callable[[int], None] | None = None) -> RunStats:
+        """Execute the program at ``program_offset`` (bytes) of ``memory`` (uint8, the whole
+        buffer) until its END descriptor; ``memory`` is read and written in place.
+        ``on_descriptor(index)`` (optional) is called after each executed descriptor.
+
+        Raises:
+            EmulatorFault: what the hardware would flag, with its :class:`Fault` code and
+                the descriptor index (bad opcode, field, address, config tag, missing END).
+        """
+        if not isinstance(memory, np.ndarray) or memory.dtype != np.uint8 or memory.ndim != 1:
+            raise EmulatorFault("memory must be a 1-D uint8 array (the whole buffer)", Fault.ADDRESS_RANGE, 0)
+        descs = self._decode(memory, program_offset, n_descriptors)
+        figures = []
+        for index, d in enumerate(descs):
+            op = int(d["opcode"])
+            if op not in _OPCODES:
+                raise EmulatorFault(f"descriptor {index}: opcode {op} is not an engine opcode",
+                                    Fault.BAD_OPCODE, index)
+            if op == Opcode.END:
+                totals = frame_figures(figures, self.config)
+                return RunStats(len(figures), figures, totals["cycles"], totals["fps"],
+                                totals["mac_utilisation"], totals["ddr_bytes"])
+            if int(d["config_tag"]) != self._tag:
+                raise EmulatorFault(
+                    f"descriptor {index}: compiled for another EngineConfig (tag {int(d['config_tag']):#06x}, "
+                    f"this engine {self._tag:#06x}); recompile the QGraph for this engine",
+                    Fault.CONFIG_MISMATCH, index)
+            try:
+                self._execute(memory, index, d)
+            except IndexError as exc:
+                raise EmulatorFault(f"descriptor {index}: {exc}", Fault.ADDRESS_RANGE, index) from exc
+            figures.append(descriptor_figures(d, self.config, self.ddr_gbps))
+            if on_descriptor is not None:
+                on_descriptor(index)
+        raise EmulatorFault(f"no END among the {n_descriptors} descriptors", Fault.NO_END, n_descriptors - 1)
+
+    # -- operands ------------------------------------------------------------------------
+    @staticmethod
+    def _read(memory: np.ndarray, v: dict[str, Any], h: int, w: int, c: int) -> np.ndarray:
+        return read_view(memory, int(v["offset"]) + int(v["channel_offset"]), int(v["channel_stride"]),
+                         int(v["pixel_stride"]), int(v["row_stride"]), bool(v["upsample"]), bool(v["signed"]),
+                         h, w, c)
+
+    @staticmethod
+    def _write(memory: np.ndarray, v: dict[str, Any], values: np.ndarray) -> None:
+        write_view(memory, int(v["offset"]) + int(v["channel_offset"]), int(v["channel_stride"]),
+                   int(v["pixel_stride"]), int(v["row_stride"]), values)
+
+    def _table(self, memory: np.ndarray, offset: int, nbytes: int) -> np.ndarray:
+        if offset < 0 or offset + nbytes > memory.shape[0]:
+            raise IndexError(f"table bytes [{offset}, {offset + nbytes}) outside the {memory.shape[0]}-byte buffer")
+        return memory[offset:offset + nbytes]
+
+    def _pe_weights(self, memory: np.ndarray, index: int, d: dict[str, Any]) -> tuple[np.ndarray, ...]:
+        cfg = self.config
+        ci_eff = int(d["kernel"]) ** 2 * int(d["in_channels"])
+        co, wb = int(d["out_channels"]), int(d["w_bits"])
+        cig, cog = -(-ci_eff // cfg.pe_ci), -(-co // cfg.pe_co)
+        tile_bytes = weight_tile_bytes(cfg, wb)
+        wraw = self._table(memory, int(d["weights_offset"]), cig * cog * tile_bytes)
+        rraw = self._table(memory, int(d["requant_offset"]), co * 8)
+        key = wraw.tobytes() + rraw.tobytes()
+        hit = self._weights.get(index)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        layout = weight_tile_layout(cfg, wb)
+        tiles = unpack_array(layout, wraw.reshape(cig * cog, tile_bytes)[:, :layout_bytes(layout)])
+        w = tiles.reshape(cog, cig, cfg.pe_co, cfg.pe_ci).transpose(0, 2, 1, 3).reshape(cog * cfg.pe_co, cig * cfg.pe_ci)
+        w = np.ascontiguousarray(w[:co, :ci_eff].T)  # (ci_eff, co)
+        rq = unpack_array(requant_word_layout(cfg), rraw.reshape(co, 8))
+        bits = int(d["acc_bound_bits"])
+        dtype = np.float32 if bits <= 24 else (np.float64 if bits <= 53 else np.int64)
+        value = (w.astype(dtype), rq["bias"], rq["m"], rq["s"], dtype)
+        self._weights[index] = (key, value)
+        return value
+
+    def _dw_words(self, memory: np.ndarray, index: int, d: dict[str, Any]) -> tuple[np.ndarray, ...]:
+        c = int(d["out_channels"])
+        layout = dw_channel_word_layout(self.config)
+        nb = layout_bytes(layout)
+        raw = self._table(memory, int(d["weights_offset"]), c * nb)
+        key = raw.tobytes()
+        hit = self._weights.get(index)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        words = unpack_array(layout, raw.reshape(c, nb))
+        value = (words["weights"], words["bias"], words["m"], words["s"])
+        self._weights[index] = (key, value)
+        return value
+
+    # -- execution -----------------------------------------------------------------------
+    def _execute(self, memory: np.ndarray, index: int, d: dict[str, Any]) -> None:
+        op = Opcode(int(d["opcode"]))
+        ci, co = int(d["in_channels"]), int(d["out_channels"])
+        hi_, wi = int(d["in_height"]), int(d["in_width"])
+        ho, wo = int(d["out_height"]), int(d["out_width"])
+        k, s, p, dil = int(d["kernel"]), int(d["stride"]), int(d["pad"]), int(d["dilation"])
+        lo, hi = int(d["lo"]), int(d["hi"])
+        if int(d["dst"]["upsample"]):
+            raise EmulatorFault(f"descriptor {index}: the destination view has the upsample flag",
+                                Fault.BAD_DESCRIPTOR, index)
+        if op != Opcode.COPY and (s < 1 or k < 1):
+            raise EmulatorFault(f"descriptor {index}: kernel {k} / stride {s} must be at least 1",
+                                Fault.BAD_DESCRIPTOR, index)
+        x = self._read(memory, d["src"], hi_, wi, ci)
+        if op in (Opcode.CONV_PW, Opcode.CONV_KXK):
+            w, bias, m, sh, dtype = self._pe_weights(memory, index, d)
+            cols = _im2col(x, k, s, p, dil, ho, wo)
+            acc = cols.astype(dtype) @ w
+            if dtype != np.int64:
+                acc = np.rint(acc).astype(np.int64) if dtype == np.float64 else acc.astype(np.int64)
+            out = requant(acc, bias, m, sh, lo, hi).reshape(ho, wo, co)
+        elif op in _DW_MODE:
+            if co != ci:
+                raise EmulatorFault(f"descriptor {index}: depthwise pass with {ci} input and {co} output channels",
+                                    Fault.BAD_DESCRIPTOR, index)
+            w, bias, m, sh = self._dw_words(memory, index, d)
+            if op == Opcode.DW_REGULAR:
+                acc = _dw_regular(x, w, s, p, dil, ho, wo)
+            elif op == Opcode.DW_SQUARE:
+                dmap = self._read(memory, d["src2"], ho, wo, 1)[:, :, 0]
+                acc = _dw_square(x, w, np.minimum(dmap, int(d["d_max"])), s, ho, wo)
+            else:
+                offs = self._read(memory, d["src2"], ho, wo, 18)
+                lim = int(d["offset_range"]) << int(d["frac_bits"])
+                acc = _dw_bilinear(x, w, np.clip(offs, -lim, lim), s, p, dil, int(d["frac_bits"]), ho, wo)
+            out = requant(acc, bias, m, sh, lo, hi)
+        elif op == Opcode.MAXPOOL:
+            out = _maxpool(x, k, s, p, ho, wo)
+        elif op == Opcode.ADD:
+            b = self._read(memory, d["src2"], ho, wo, co)
+            one = np.ones(1, dtype=np.int64)
+            out = requant(x.astype(np.int64) * int(d["add_ma"]), b.astype(np.int64) * int(d["add_mb"]),
+                          one, one * int(d["add_s"]), lo, hi)
+        elif op == Opcode.COPY:
+            out = x
+        else:  # pragma: no cover - END is handled by run()
+            raise EmulatorFault(f"descriptor {index}: opcode {op!r} cannot execute", Fault.BAD_OPCODE, index)
+        self._write(memory, d["dst"], out)
+
+
+def _record(fields: dict[str, Any], i: int) -> dict[str, Any]:
+    return {k: (_record(v, i) if isinstance(v, dict) else int(v[i])) for k, v in fields.items()}
+
+
+def _pad(x: np.ndarray, top: int, bottom: int, left: int, right: int, value: int = 0) -> np.ndarray:
+    return np.pad(x, ((top, max(bottom, 0)), (left, max(right, 0)), (0, 0)), constant_values=value)
+
+
+def _window(xp: np.ndarray, y0: int, x0: int, s: int, ho: int, wo: int) -> np.ndarray:
+    return xp[y0:y0 + (ho - 1) * s + 1:s, x0:x0 + (wo - 1) * s + 1:s]
+
+
+def _im2col(x: np.ndarray, k: int, s: int, p: int, d: int, ho: int, wo: int) -> np.ndarray:
+    """``(ho*wo, k*k*C)`` columns, tap order ``(i, j, c)`` (the CONV_KXK weight order)."""
+    h, w, c = x.shape
+    if k == 1 and p == 0:
+        return _window(x, 0, 0, s, ho, wo).reshape(ho * wo, c)
+    need_h, need_w = (ho - 1) * s + (k - 1) * d + 1, (wo - 1) * s + (k - 1) * d + 1
+    xp = _pad(x, p, need_h - h - p, p, need_w - w - p)
+    cols = np.stack([_window(xp, i * d, j * d, s, ho, wo) for i in range(k) for j in range(k)], axis=2)
+    return cols.reshape(ho * wo, k * k * c)
+
+
+def _dw_regular(x, w, s, p, d, ho, wo) -> np.ndarray:
+    h, wd, c = x.shape
+    xp = _pad(x.astype(np.int64), p, (ho - 1) * s + 2 * d + 1 - h - p, p, (wo - 1) * s + 2 * d + 1 - wd - p)
+    acc = np.zeros((ho, wo, c), dtype=np.int64)
+    for i in range(3):
+        for j in range(3):
+            acc += w[:, i * 3 + j] * _window(xp, i * d, j * d, s, ho, wo)
+    return acc
+
+
+def _gather(x: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    h, w, _ = x.shape
+    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    vals = x[np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)]
+    return vals * inside[..., None]
+
+
+def _dw_square(x, w, dmap, s, ho, wo) -> np.ndarray:
+    x = x.astype(np.int64)
+    dm = dmap.astype(np.int64)
+    oy = (np.arange(ho) * s)[:, None]
+    ox = (np.arange(wo) * s)[None, :]
+    acc = np.zeros((ho, wo, x.shape[2]), dtype=np.int64)
+    for i in range(3):
+        for j in range(3):
+            acc += w[:, i * 3 + j] * _gather(x, oy + (i - 1) * dm, ox + (j - 1) * dm)
+    return acc
+
+
+def _dw_bilinear(x, w, offs, s, p, d, frac, ho, wo) -> np.ndarray:
+    x = x.astype(np.int64)
+    one = 1 << frac
+    by = (np.arange(ho) * s - p)[:, None]
+    bx = (np.arange(wo) * s - p)[None, :]
+    acc = np.zeros((ho, wo, x.shape[2]), dtype=np.int64)
+    for i in range(3):
+        for j in range(3):
+            t = i * 3 + j
+            py = (by + i * d) * one + offs[:, :, 2 * t].astype(np.int64)
+            px = (bx + j * d) * one + offs[:, :, 2 * t + 1].astype(np.int64)
+            y0, x0 = py >> frac, px >> frac
+            fy, fx = (py - (y0 << frac))[..., None], (px - (x0 << frac))[..., None]
+            v = ((one - fy) * (one - fx) * _gather(x, y0, x0) + (one - fy) * fx * _gather(x, y0, x0 + 1)
+                 + fy * (one - fx) * _gather(x, y0 + 1, x0) + fy * fx * _gather(x, y0 + 1, x0 + 1))
+            acc += w[:, t] * v
+    return acc
+
+
+def _maxpool(x, k, s, p, ho, wo) -> np.ndarray:
+    h, w, _ = x.shape
+    floor = -(1 << 15)
+    xp = _pad(x.astype(np.int32), p, (ho - 1) * s + k - h - p, p, (wo - 1) * s + k - w - p, floor)
+    out = np.full((ho, wo, x.shape[2]), floor, dtype=np.int32)
+    for i in range(k):
+        for j in range(k):
+            np.maximum(out, _window(xp, i, j, s, ho, wo), out=out)
+    return out
+
+
+def run_program(program: Program, image_uint8_hwc: np.ndarray, emulator: Emulator | None = None,
+                memory: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Place ``image_uint8_hwc`` (``(H, W, 3)`` uint8), run the Program, read every tensor back.
+
+    Each tensor is captured right after the descriptor that completes it (the tensor map's
+    ``ready_after``), so tensors whose buffers the memory plan reuses are read before they
+    are overwritten. Returns ``{tensor name: int64 (1, C, H, W)}`` for every QGraph tensor,
+    plus the head names.
+    """
+    emu = emulator or Emulator(program.config)
+    mem = program.new_buffer() if memory is None else memory
+    if memory is not None:
+        mem[: program.image.size] = program.image
+    program.place_image(mem, image_uint8_hwc)
+    by_ready: dict[int, list[str]] = {}
+    for name, place in program.tensors.items():
+        by_ready.setdefault(place.ready_after, []).append(name)
+    values: dict[str, np.ndarray] = {}
+
+    def capture(index: int) -> None:
+        for name in by_ready.get(index, ()):
+            values[name] = program.read(mem, name)[None]
+
+    capture(-1)
+    emu.run(mem, program.program_offset, program.n_descriptors, on_descriptor=capture)
+    return {**values, **{head: values[t] for head, t in program.outputs.items()}}
