@@ -65,7 +65,9 @@ class CsrModel:
         self.backend = backend
         self.memory = memory
         self._cfg = [int(w) for w in engine.to_csr_words()]
-        self._by_offset = {r.offset + i * r.stride: (r, i) for r in csr.REGISTERS.values() for i in range(r.count)}
+        # The CFG array is as long as this engine's encoding (the rdl's CFG_WORDS parameter).
+        counts = {r.name: (len(self._cfg) if r.name == "CFG" else r.count) for r in csr.REGISTERS.values()}
+        self._by_offset = {r.offset + i * r.stride: (r, i) for r in csr.REGISTERS.values() for i in range(counts[r.name])}
         self._latched: dict[int, int] = {}
         # 64-bit counters: a read of the _LO word latches the _HI word (register map).
         self._counter_lo = {r.offset for r in csr.REGISTERS.values()
