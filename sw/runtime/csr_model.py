@@ -67,7 +67,8 @@ class CsrModel:
         self._cfg = [int(w) for w in engine.to_csr_words()]
         # The CFG array is as long as this engine's encoding (the rdl's CFG_WORDS parameter).
         counts = {r.name: (len(self._cfg) if r.name == "CFG" else r.count) for r in csr.REGISTERS.values()}
-        self._by_offset = {r.offset + i * r.stride: (r, i) for r in csr.REGISTERS.values() for i in range(counts[r.name])}
+        self._by_offset = {r.offset + i * r.stride: (r, i)
+                           for r in csr.REGISTERS.values() for i in range(counts[r.name])}  # fmt: skip
         self._latched: dict[int, int] = {}
         # 64-bit counters: a read of the _LO word latches the _HI word (register map).
         self._counter_lo = {r.offset for r in csr.REGISTERS.values()
@@ -194,8 +195,10 @@ class EmulatorBackend:
 
     Counters come from the emulator's cycle model (:mod:`convforge.sw.runtime.cycles`),
     per executed descriptor: ``cycles`` add to the frame and to the busy counter of the
-    descriptor's unit, ``dma_cycles`` to the DMA busy counter, ``ddr_bytes`` to the DDR
-    traffic (the model gives reads and writes together: they are reported as reads).
+    descriptor's unit, ``dma_cycles`` to the DMA busy counter; of its ``ddr_bytes``, the
+    bytes of the ``dst`` operand (:func:`convforge.sw.runtime.cycles.operand_bytes`, the
+    model's own formula) are writes and the rest (inputs, weights, tables, the
+    descriptor fetch) reads.
     """
 
     def __init__(self, engine: EngineConfig, ddr_gbps: float | None = None) -> None:
@@ -212,9 +215,17 @@ class EmulatorBackend:
         except EmulatorFault as fault:
             code = FAULT_TO_ERROR_CODE[Fault(fault.code).name]
             return FrameResult(error_code=int(code), error_index=int(fault.index))
+        from convforge.sw.runtime.cycles import operand_bytes
+
+        # The descriptors the emulator just decoded (cached by their bytes, so no second decode).
+        descs = self.emulator._decode(memory, program_offset, n_descriptors)
+        beat = self.emulator.config.axi_data_bits // 8
         busy = dict.fromkeys(BUSY_COUNTERS, 0)
-        for fig in stats.per_descriptor:
+        written = 0
+        for d, fig in zip(descs, stats.per_descriptor, strict=False):
             if fig["unit"] in MODEL_UNITS:
                 busy[MODEL_UNITS[fig["unit"]]] += int(fig["cycles"])
             busy["dma"] += int(fig["dma_cycles"])
-        return FrameResult(cycles=int(stats.cycles), busy_cycles=busy, ddr_read_bytes=int(stats.ddr_bytes))
+            written += operand_bytes(d["dst"], int(d["out_height"]), int(d["out_width"]), int(d["out_channels"]), beat)
+        return FrameResult(cycles=int(stats.cycles), busy_cycles=busy, ddr_read_bytes=int(stats.ddr_bytes) - written,
+                           ddr_write_bytes=written)  # fmt: skip

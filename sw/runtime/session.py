@@ -49,11 +49,9 @@ def pynq_board_missing() -> str | None:
         import pynq
     except ImportError:
         return "pynq is not installed (pip install 'convforge[board]' on the board's PYNQ image)"
-    from pynq.pl_server.device import Device
+    from convforge.sw.runtime.simdevice import SimDevice, probed_devices
 
-    from convforge.sw.runtime.simdevice import SimDevice
-
-    devices = [d for d in Device.devices if not isinstance(d, SimDevice)]
+    devices = [d for d in probed_devices() if not isinstance(d, SimDevice)]
     if devices:
         return None
     return (
@@ -78,7 +76,8 @@ def open_session(
         backend: ``emu``, ``rtl`` (SimDevice), ``pynq`` (a board) or ``int``.
         graph: the model's QGraph (compiled for the hardware's EngineConfig unless
             ``program`` is given).
-        board: board profile the simulated overlay has (SimDevice backends).
+        board: board profile: the simulated overlay's design (SimDevice backends) and the
+            DDR bandwidth the cycle model assumes.
         overlay: the board's ``.bit`` (``pynq``), or a simulated overlay file to use
             instead of writing one into ``workdir``.
         program: a Program file to load instead of compiling ``graph``.
@@ -128,9 +127,10 @@ def open_session(
 
         prog = Program.load(Path(program))
     else:
+        from convforge.hw.boards import get_board
         from convforge.sw.compiler import compile as compile_program
 
-        prog = compile_program(graph, engine)
+        prog = compile_program(graph, engine, ddr_gbps=get_board(board).ddr_gbps)
     accel.load(prog)
     kwargs = {} if timeout_s is None else {"timeout_s": timeout_s}
 

@@ -31,6 +31,7 @@ import ctypes
 import json
 import os
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,13 +326,22 @@ def make_backend(name: str, overlay: SimOverlay):
 
 
 # --------------------------------------------------------------------------- selection
+def probed_devices() -> list:
+    """``pynq.Device.devices`` (pynq probes once and caches the list), without pynq's
+    "No devices found, is the XRT environment sourced?" warning: on a machine without a
+    board, finding none is the expected answer, and the caller says what it means."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No devices found", category=UserWarning)
+        return Device.devices
+
+
 def use_simdevice(backend: str = "emu") -> SimDevice:
     """Make a SimDevice the active pynq device (``pynq.Device.active_device``) and return it.
 
     Works whether or not pynq has already probed its devices; calling it again returns
     the same device if the backend matches.
     """
-    devices = Device.devices  # probes once (our class is registered, so the env var counts)
+    devices = probed_devices()
     for dev in devices:
         if isinstance(dev, SimDevice) and dev.backend_name == backend:
             break
