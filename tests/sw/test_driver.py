@@ -7,31 +7,15 @@ import torch
 from convforge.errors import ProgramFormatError
 from convforge.hw.boards import get_board
 
-SIZE = 96  # the shipped tree model, re-exported at a small input so the test stays fast
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    """``(qgraph, program file)``: the shipped model at SIZE x SIZE, compiled for the Ultra96-V2 engine."""
-    from convforge.models.quant.export import export_qgraph
-    from convforge.models.train.checkpoint import load_checkpoint
-    from convforge.models.train.inference import qat_model
-    from convforge.models.train.zoo import default_checkpoint
-    from convforge.sw.compiler import compile as compile_program
-
-    path = default_checkpoint()
-    graph = export_qgraph(qat_model(load_checkpoint(path), path).eval(), (SIZE, SIZE))
-    program = compile_program(graph, get_board("ultra96v2").engine)
-    return graph, program.save(tmp_path_factory.mktemp("prog") / "trees96.cfprog")
-
 
 @pytest.fixture
 def accel(sim_overlay):
     return sim_overlay[1].convforge_0
 
 
-def _image(seed):
-    return np.random.default_rng(seed).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+def _image(seed, graph):
+    size = graph.tensors[graph.input].shape[1]
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
 
 
 def test_driver_outputs_equal_the_integer_reference_and_give_the_same_detections(accel, small_model):
@@ -43,7 +27,7 @@ def test_driver_outputs_equal_the_integer_reference_and_give_the_same_detections
     accel.load(program_file)
     scales = head_scales(graph)
     for seed in (0, 1):  # two frames: the buffer is reused
-        image = _image(seed)
+        image = _image(seed, graph)
         frame = accel.run(image)
         want = run_qgraph(graph, image)
         assert set(frame.outputs) == {"hm", "wh", "reg"}
@@ -76,7 +60,7 @@ def test_hardware_error_code_raises_naming_the_layer(accel, small_model):
     from convforge.sw.runtime.driver import AcceleratorError
     from convforge.sw.runtime.program import Program
 
-    _, program_file = small_model
+    graph, program_file = small_model
     program = Program.load(program_file)
     k = 3
     layer = program.descriptors[k]["layer"]
@@ -85,10 +69,10 @@ def test_hardware_error_code_raises_naming_the_layer(accel, small_model):
     program.image[program.program_offset + k * DESCRIPTOR_BYTES] |= (1 << field.width) - 1  # no such opcode
     accel.load(program)
     with pytest.raises(AcceleratorError, match=rf"descriptor {k} \(layer '{layer}'\) with error INVALID_OPCODE"):
-        accel.run(_image(0))
+        accel.run(_image(0, graph))
     # soft reset after the error: the next frame of a good Program runs
     accel.load(program_file)
-    assert accel.run(_image(0)).counters["cycles"] > 0
+    assert accel.run(_image(0, graph)).counters["cycles"] > 0
 
 
 def test_corrupt_program_file_is_a_clear_error_naming_the_file(accel, small_model, tmp_path):
@@ -107,8 +91,26 @@ def test_run_without_a_program_and_wrong_image_shape_are_refused(accel, small_mo
     from convforge.errors import ShapeError
     from convforge.sw.runtime.driver import AcceleratorError
 
+    graph, program_file = small_model
+    size = graph.tensors[graph.input].shape[1]
     with pytest.raises(AcceleratorError, match="no Program loaded"):
-        accel.run(_image(0))
-    accel.load(small_model[1])
-    with pytest.raises(ShapeError, match=f"expects a uint8 \\({SIZE}, {SIZE}, 3\\)"):
-        accel.run(np.zeros((SIZE, SIZE + 1, 3), np.uint8))
+        accel.run(_image(0, graph))
+    accel.load(program_file)
+    with pytest.raises(ShapeError, match=f"expects a uint8 \\({size}, {size}, 3\\)"):
+        accel.run(np.zeros((size, size + 1, 3), np.uint8))
+
+
+def test_every_tensor_read_back_through_the_driver_equals_the_integer_reference(accel, small_model):
+    from convforge.models.quant.executor import run_qgraph
+    from convforge.sw.compiler import compile as compile_program
+
+    graph, _ = small_model
+    program = compile_program(graph, get_board("ultra96v2").engine, reuse_buffers=False)
+    accel.load(program)
+    image = _image(7, graph)
+    accel.run(image)
+    want = run_qgraph(graph, image, keep_all=True)
+    names = [t for t in program.tensors if t != program.input]
+    assert len(names) > 100
+    mismatched = [t for t in names if not np.array_equal(accel.read_tensor(t), want[t][0].numpy())]
+    assert mismatched == []
