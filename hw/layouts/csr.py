@@ -73,24 +73,26 @@ class ErrorCode(enum.IntEnum):
     """``error_code_e`` of the rdl (STATUS.error_code)."""
 
     NONE = 0
-    INVALID_OPCODE = 1
-    INVALID_FIELD = 2
+    BAD_OPCODE = 1
+    BAD_DESCRIPTOR = 2
     ADDRESS_RANGE = 3
     CONFIG_MISMATCH = 4
-    AXI_SLVERR = 5
-    AXI_DECERR = 6
-    TIMEOUT = 7
+    NO_END = 5
+    AXI_SLVERR = 6
+    AXI_DECERR = 7
+    TIMEOUT = 8
 
 
 #: Meaning of each :class:`ErrorCode` value.
 ERROR_CODE_TEXT: dict[ErrorCode, str] = {
     ErrorCode.NONE: 'No error.',
-    ErrorCode.INVALID_OPCODE: "A descriptor's opcode is not one this engine executes.",
-    ErrorCode.INVALID_FIELD: 'A descriptor field is out of range (shape, channel count, shift, mode).',
-    ErrorCode.ADDRESS_RANGE: 'A descriptor addresses bytes outside the buffer (BASE_ADDR + offset beyond its length).',
-    ErrorCode.CONFIG_MISMATCH: 'The Program was compiled for another EngineConfig (its config hash differs from CFG hash word).',
-    ErrorCode.AXI_SLVERR: 'An AXI read or write of the DMA or descriptor fetch returned SLVERR.',
-    ErrorCode.AXI_DECERR: 'An AXI read or write of the DMA or descriptor fetch returned DECERR.',
+    ErrorCode.BAD_OPCODE: "A descriptor's opcode is not one this engine executes (unknown, or its unit is not built).",
+    ErrorCode.BAD_DESCRIPTOR: 'A descriptor field is out of range (channels, kernel, stride, shift, view flags).',
+    ErrorCode.ADDRESS_RANGE: "An operand, weight or table address lies outside the Program's buffer.",
+    ErrorCode.CONFIG_MISMATCH: "The Program was compiled for another EngineConfig (its config tag differs from this engine's).",
+    ErrorCode.NO_END: 'The Program has no END descriptor within PROG_LENGTH descriptors.',
+    ErrorCode.AXI_SLVERR: 'An AXI read or write (DMA or descriptor fetch) answered SLVERR.',
+    ErrorCode.AXI_DECERR: 'An AXI read or write (DMA or descriptor fetch) answered DECERR.',
     ErrorCode.TIMEOUT: 'The watchdog expired: a unit or the AXI bus made no progress.',
 }
 

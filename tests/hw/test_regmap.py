@@ -70,8 +70,8 @@ def test_register_module_imports_on_a_board_without_amaranth_or_systemrdl():
 
 def test_error_codes_cover_every_fault_of_the_issue():
     names = {e.name for e in csr.ErrorCode}
-    assert {"NONE", "INVALID_OPCODE", "INVALID_FIELD", "ADDRESS_RANGE", "CONFIG_MISMATCH",
-            "AXI_SLVERR", "AXI_DECERR"} <= names
+    assert {"NONE", "BAD_OPCODE", "BAD_DESCRIPTOR", "ADDRESS_RANGE", "CONFIG_MISMATCH",
+            "AXI_SLVERR", "AXI_DECERR", "TIMEOUT"} <= names
     assert csr.ErrorCode.NONE == 0
     assert set(csr.ERROR_CODE_TEXT) == set(csr.ErrorCode)
     width = csr.REGISTERS["STATUS"].field("error_code").width
