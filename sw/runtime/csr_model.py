@@ -175,17 +175,6 @@ class CsrModel:
         return bool(enabled and self.words[csr.ADDR_IRQ_STATUS])
 
 
-#: The emulator's fault (``convforge.hw.layouts.Fault``, by name) -> the STATUS.error_code
-#: the register map defines for it. A Program without END within PROG_LENGTH descriptors
-#: is reported as an invalid descriptor field (the register map has no code of its own).
-FAULT_TO_ERROR_CODE = {
-    "BAD_OPCODE": csr.ErrorCode.INVALID_OPCODE,
-    "BAD_DESCRIPTOR": csr.ErrorCode.INVALID_FIELD,
-    "ADDRESS_RANGE": csr.ErrorCode.ADDRESS_RANGE,
-    "CONFIG_MISMATCH": csr.ErrorCode.CONFIG_MISMATCH,
-    "NO_END": csr.ErrorCode.INVALID_FIELD,
-}
-
 #: Cycle-model unit name -> busy counter (unit keys of the driver's BUSY_COUNTERS).
 MODEL_UNITS = {"pe_array": "pointwise", "depthwise": "depthwise", "pool": "pool", "add": "add"}
 
@@ -213,8 +202,11 @@ class EmulatorBackend:
         try:
             stats = self.emulator.run(memory, program_offset, n_descriptors)
         except EmulatorFault as fault:
-            code = FAULT_TO_ERROR_CODE[Fault(fault.code).name]
-            return FrameResult(error_code=int(code), error_index=int(fault.index))
+            # The register map's error codes carry the emulator's fault names (and values).
+            name = Fault(fault.code).name
+            if name not in csr.ErrorCode.__members__:
+                raise SimulationError(f"emulator fault {name} has no STATUS.error_code in the register map") from fault
+            return FrameResult(error_code=int(csr.ErrorCode[name]), error_index=int(fault.index))
         from convforge.sw.runtime.cycles import operand_bytes
 
         # The descriptors the emulator just decoded (cached by their bytes, so no second decode).

@@ -68,7 +68,7 @@ def test_hardware_error_code_raises_naming_the_layer(accel, small_model):
     assert field.offset == 0 and field.width <= 8
     program.image[program.program_offset + k * DESCRIPTOR_BYTES] |= (1 << field.width) - 1  # no such opcode
     accel.load(program)
-    with pytest.raises(AcceleratorError, match=rf"descriptor {k} \(layer '{layer}'\) with error INVALID_OPCODE"):
+    with pytest.raises(AcceleratorError, match=rf"descriptor {k} \(layer '{layer}'\) with error BAD_OPCODE"):
         accel.run(_image(0, graph))
     # soft reset after the error: the next frame of a good Program runs
     accel.load(program_file)
