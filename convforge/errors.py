@@ -63,3 +63,9 @@ class EmulatorFault(ConvforgeError):
         super().__init__(message)
         self.code = int(code)
         self.index = int(index)
+
+
+class IntegerOverflowError(ConvforgeError):
+    """An integer primitive was given values whose exact result does not fit int64, or a
+    narrow integer type (INTEGER_SPEC §6: the reference never wraps); the message names the
+    operation and the offending values."""

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from convforge.models.quant.executor import run_qgraph
@@ -23,6 +24,7 @@ def test_demo_reports_reexport_and_integer_agreement(tmp_path, capsys):
     assert QGraph.load(tmp_path / "model.json").meta == QGraph.load(default_qgraph()).meta
 
 
+@pytest.mark.simulator("verilator")
 def test_network_square_deform_layer_runs_bit_exact_on_the_rtl():
     """decoder.0 of the shipped network through the Verilator model of the depthwise unit."""
     from convforge.hw.rtl.depthwise_model import layer_from_qgraph

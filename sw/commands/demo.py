@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from convforge.sw.argtypes import positive_int, score
+
 NAME = "demo"
 HELP = "run the shipped W4A8 detector end to end: checkpoint -> QGraph -> integer reference -> boxes"
 DESCRIPTION = (
@@ -23,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for PNGs, the QGraph and summary.json")
     p.add_argument("--checkpoint", type=Path, default=None, help="QAT checkpoint (default: the shipped model)")
     p.add_argument("--data", default="trees:test", help="dataset spec of the views to run (held-out trees by default)")
-    p.add_argument("--views", type=int, default=None, help="run only the first N views (default: all)")
+    p.add_argument("--views", type=positive_int, default=None, help="run only the first N views (default: all)")
     p.add_argument(
         "--fresh",
         metavar="CONFIG",
@@ -40,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", default="ultra96v2", help="board whose default engine the RTL step builds")
     p.add_argument(
         "--score-thresh",
-        type=float,
+        type=score,
         default=0.15,
         help="detections drawn and counted from this score up (AP50 uses every detection)",
     )

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from convforge.errors import ConfigError
+from convforge.sw.argtypes import image_size, positive_int
 
 NAME = "model-info"
 HELP = "parameters and multiply-accumulates of a CoDeNet config"
@@ -19,8 +20,8 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="codenet", choices=["codenet"], help="model family")
     p.add_argument("--config", default="a", help="config name (a, b, c, d, e, tiny) or 'all'")
-    p.add_argument("--classes", type=int, default=20, help="number of object classes (heatmap channels)")
-    p.add_argument("--input", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the config's)")
+    p.add_argument("--classes", type=positive_int, default=20, help="number of object classes (heatmap channels)")
+    p.add_argument("--input", type=image_size, nargs=2, metavar=("H", "W"), help="input size (default: the config's)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
