@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from convforge.sw.argtypes import non_negative_int, positive_float, score
+
 NAME = "detect"
 HELP = "detect objects in image files through the PYNQ driver (SimDevice emu/rtl, a board) or the integer reference"
 DESCRIPTION = (
@@ -27,16 +29,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint from `convforge train`")
     p.add_argument("--backend", choices=("emu", "rtl", "pynq", "int"), default="emu")
     p.add_argument("--out", type=Path, default=Path("out/detect"), help="folder for the PNGs and detections.json")
-    p.add_argument("--score-thresh", type=float, default=0.3, help="keep detections from this score up")
+    p.add_argument("--score-thresh", type=score, default=0.3, help="keep detections from this score up")
     p.add_argument("--tile", choices=("auto", "always", "never"), default="auto",
                    help="tile at native resolution (auto: longer side > 1.5 network inputs)")  # fmt: skip
-    p.add_argument("--overlap", type=int, default=64, help="pixels shared by neighbouring tiles")
+    p.add_argument("--overlap", type=non_negative_int, default=64, help="pixels shared by neighbouring tiles")
     p.add_argument("--board", default="ultra96v2", help="board profile of the simulated overlay (emu, rtl)")
     p.add_argument("--overlay", type=Path, default=None,
                    help="the board's convforge.bit (pynq), or a simulated overlay file (emu, rtl)")  # fmt: skip
     p.add_argument("--program", type=Path, default=None,
                    help="a Program file from `convforge compile` (default: compile for the hardware)")  # fmt: skip
-    p.add_argument("--timeout", type=float, default=None, help="seconds a frame may take before the driver gives up")
+    p.add_argument("--timeout", type=positive_float, default=None, help="seconds a frame may take before the driver gives up")
     p.add_argument("--json", action="store_true", help="print the detections as JSON instead of a table")
 
 
