@@ -172,7 +172,8 @@ class Emulator:
             return hit[1]
         layout = weight_tile_layout(cfg, wb)
         tiles = unpack_array(layout, wraw.reshape(cig * cog, tile_bytes)[:, :layout_bytes(layout)])
-        w = tiles.reshape(cog, cig, cfg.pe_co, cfg.pe_ci).transpose(0, 2, 1, 3).reshape(cog * cfg.pe_co, cig * cfg.pe_ci)
+        w = tiles.reshape(cog, cig, cfg.pe_co, cfg.pe_ci).transpose(0, 2, 1, 3)
+        w = w.reshape(cog * cfg.pe_co, cig * cfg.pe_ci)
         w = np.ascontiguousarray(w[:co, :ci_eff].T)  # (ci_eff, co)
         rq = unpack_array(requant_word_layout(cfg), rraw.reshape(co, 8))
         bits = int(d["acc_bound_bits"])
@@ -196,6 +197,38 @@ class Emulator:
         return value
 
     # -- execution -----------------------------------------------------------------------
+    def _check(self, index: int, op: Opcode, d: dict[str, Any]) -> None:
+        """What the controller's descriptor decoder refuses (Fault.BAD_OPCODE / BAD_DESCRIPTOR)."""
+        cfg = self.config
+
+        def bad(what: str, code: Fault = Fault.BAD_DESCRIPTOR) -> None:
+            raise EmulatorFault(f"descriptor {index} ({op.name}): {what}", code, index)
+
+        if op in _DW_MODE and _DW_MODE[op] not in cfg.dw_modes:
+            bad(f"depthwise mode {_DW_MODE[op]!r} is not built in this engine", Fault.BAD_OPCODE)
+        if int(d["dst"]["upsample"]):
+            bad("the destination view has the upsample flag")
+        ci, co = int(d["in_channels"]), int(d["out_channels"])
+        if not (0 < ci <= cfg.max_channels and 0 < co <= cfg.max_channels):
+            bad(f"{ci} input / {co} output channels outside 1..{cfg.max_channels}")
+        k, s = int(d["kernel"]), int(d["stride"])
+        if op != Opcode.COPY and (s < 1 or k < 1):
+            bad(f"kernel {k} / stride {s} must be at least 1")
+        if op in _DW_MODE and (k != 3 or s not in (1, 2) or int(d["in_width"]) > cfg.line_width):
+            bad(f"kernel {k}, stride {s}, width {int(d['in_width'])}: the depthwise unit runs 3x3, stride 1 or 2, "
+                f"rows up to {cfg.line_width} pixels")
+        if op == Opcode.MAXPOOL and (k > cfg.pool_k_max or s > cfg.pool_s_max):
+            bad(f"pool kernel {k} / stride {s} beyond {cfg.pool_k_max} / {cfg.pool_s_max}")
+        if op in (Opcode.CONV_PW, Opcode.CONV_KXK):
+            cig = -(-k * k * ci // cfg.pe_ci)
+            if k * k * ci > cfg.max_channels or cig * -(-co // cfg.pe_co) > cfg.weight_depth:
+                bad(f"{k * k * ci} x {co} weights do not fit the weight buffer ({cfg.weight_depth} tiles)")
+            if int(d["acc_bound_bits"]) > cfg.acc_bits:
+                bad(f"accumulator bound of {int(d['acc_bound_bits'])} bits exceeds acc_bits={cfg.acc_bits}")
+        if op in (Opcode.COPY, Opcode.ADD) and (ci != co or int(d["in_height"]) != int(d["out_height"])
+                                                or int(d["in_width"]) != int(d["out_width"])):
+            bad("input and output shapes differ")
+
     def _execute(self, memory: np.ndarray, index: int, d: dict[str, Any]) -> None:
         op = Opcode(int(d["opcode"]))
         ci, co = int(d["in_channels"]), int(d["out_channels"])
@@ -203,12 +236,7 @@ class Emulator:
         ho, wo = int(d["out_height"]), int(d["out_width"])
         k, s, p, dil = int(d["kernel"]), int(d["stride"]), int(d["pad"]), int(d["dilation"])
         lo, hi = int(d["lo"]), int(d["hi"])
-        if int(d["dst"]["upsample"]):
-            raise EmulatorFault(f"descriptor {index}: the destination view has the upsample flag",
-                                Fault.BAD_DESCRIPTOR, index)
-        if op != Opcode.COPY and (s < 1 or k < 1):
-            raise EmulatorFault(f"descriptor {index}: kernel {k} / stride {s} must be at least 1",
-                                Fault.BAD_DESCRIPTOR, index)
+        self._check(index, op, d)
         x = self._read(memory, d["src"], hi_, wi, ci)
         if op in (Opcode.CONV_PW, Opcode.CONV_KXK):
             w, bias, m, sh, dtype = self._pe_weights(memory, index, d)

@@ -1,8 +1,14 @@
-"""Fixtures for the driver tests: a SimDevice with an overlay loaded."""
+"""Fixtures for the sw tests: helper modules beside the tests on sys.path; for the driver tests,
+the shipped model compiled small and a SimDevice with an overlay loaded."""
+
+import sys
+from pathlib import Path
 
 import pytest
 
 from convforge.hw.boards import get_board
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 SIZE = 96  # the shipped tree model, re-exported at a small input so the test stays fast
 
