@@ -250,6 +250,7 @@ class ConvforgeAccel(pynq.DefaultIP):
         if self.program is None:
             raise AcceleratorError("no Program loaded; call load(<Program file>) first")
         c, prog = self._csr, self.program
+        use_irq = self._use_interrupt(wait)
         t0 = time.perf_counter()
         prog.place_image(self._buffer, image)
         self._buffer[tensor_extent(prog.tensors[prog.input])].sync_to_device()
@@ -259,7 +260,6 @@ class ConvforgeAccel(pynq.DefaultIP):
         self._wr(c.ADDR_PROG_OFFSET, prog.program_offset)
         self._wr(c.ADDR_PROG_LENGTH, prog.n_descriptors)
         self._wr(c.ADDR_IRQ_STATUS, _mask("IRQ_STATUS", "done", "error"))  # write 1 to clear stale events
-        use_irq = self._use_interrupt(wait)
         self._wr(c.ADDR_CTRL, _mask("CTRL", "start", *(("irq_enable",) if use_irq else ())))
         if use_irq:
             self._wait_interrupt(timeout_s)

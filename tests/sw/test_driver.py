@@ -114,3 +114,14 @@ def test_every_tensor_read_back_through_the_driver_equals_the_integer_reference(
     assert len(names) > 100
     mismatched = [t for t in names if not np.array_equal(accel.read_tensor(t), want[t][0].numpy())]
     assert mismatched == []
+
+
+def test_waiting_for_an_interrupt_the_overlay_does_not_wire_is_refused(accel, small_model):
+    from convforge.sw.runtime.driver import AcceleratorError
+
+    graph, program_file = small_model
+    accel.load(program_file)
+    with pytest.raises(AcceleratorError, match="wires no interrupt"):
+        accel.run(_image(0, graph), wait="interrupt")
+    with pytest.raises(AcceleratorError, match="choose auto, poll or interrupt"):
+        accel.run(_image(0, graph), wait="sometimes")
