@@ -185,7 +185,17 @@ class SimMemory:
         self._lock = threading.Lock()
 
     def allocate(self, shape: Any, dtype: Any = "u4", **kwargs: Any) -> PynqBuffer:
-        """A zeroed ``PynqBuffer`` of ``shape``/``dtype`` (pynq.allocate's contract)."""
+        """A zeroed ``PynqBuffer`` of ``shape``/``dtype`` (pynq.allocate's contract).
+
+        Raises:
+            SimulationError: options a board's allocator has and this model does not
+                (``cacheable``, memory banks): every simulated buffer is non-coherent.
+        """
+        if kwargs:
+            raise SimulationError(
+                f"SimDevice buffers do not model {', '.join(sorted(kwargs))}: every buffer is contiguous and "
+                "non-coherent (sync_to_device / sync_from_device); allocate without these options"
+            )
         buf = PynqBuffer(shape, dtype, device=self._device, coherent=False)
         buf[...] = 0
         nbytes = max(int(buf.nbytes), 1)
