@@ -349,7 +349,7 @@ class MobileNetV2DetConfig:
         name: config name.
         input_size: ``(H, W)`` trained/deployed at, pixels (multiples of 32).
         width: MobileNetV2 width multiplier (ImageNet weights exist for 1.0 only).
-        backbone_stride: 32 (all 17 blocks) or 16 (blocks up to the stride-16 stage, the
+        backbone_stride: 32 (all 17 blocks) or 16 (blocks 0-12, ending in the 96-channel stage; the
             stride-32 stages left out: ~3x fewer parameters). The decoder upsamples from
             there to output stride 4.
         decoder_channels: output channels of each decoder block; there are
