@@ -1,4 +1,4 @@
-"""``convforge demo``: the shipped tree detector from checkpoint to integers to boxes."""
+"""``convforge demo``: a shipped tree detector from checkpoint to integers to boxes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from convforge.sw.argtypes import positive_int, score
 NAME = "demo"
 HELP = "run the shipped W4A8 detector end to end: checkpoint -> QGraph -> integer reference -> boxes"
 DESCRIPTION = (
-    "The end-to-end demo `make demo` runs. Loads the shipped W4A8 CoDeNet tree-crown detector "
+    "The end-to-end demo `make demo` runs. Loads a shipped W4A8 tree-crown detector (--model; "
+    "default the zoo's default, MobileNetV2) "
     "(or, with --fresh CONFIG, builds, quantises and exports an untrained CoDeNet), checks that "
     "re-exporting the checkpoint reproduces the shipped QGraph, runs the integer reference "
     "(the oracle the hardware is verified against) on held-out test views, compares it layer by "
@@ -23,7 +24,11 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for PNGs, the QGraph and summary.json")
+    from convforge.models.train.zoo import DEFAULT_NAME, model_names
+
     p.add_argument("--checkpoint", type=Path, default=None, help="QAT checkpoint (default: the shipped model)")
+    p.add_argument("--model", default=None, choices=model_names(),
+                   help=f"shipped model to run when no --checkpoint is given (default {DEFAULT_NAME})")
     p.add_argument("--data", default="trees:test", help="dataset spec of the views to run (held-out trees by default)")
     p.add_argument("--views", type=positive_int, default=None, help="run only the first N views (default: all)")
     p.add_argument(
@@ -91,7 +96,11 @@ def _rtl_depthwise(graph, values: dict, board: str, say) -> dict:
         except (ShapeError, KeyError):
             continue
     widest = max((graph.tensors[layer.inputs[0]].shape[2] for layer, _ in runnable), default=32)
-    cfg = dataclasses.replace(get_board(board).engine, line_width=max(32, -(-widest // 32) * 32))
+    engine = get_board(board).engine
+    # The unit's weight lanes must hold the widest depthwise layer (a QGraph may give depthwise
+    # layers 8-bit weights, recorded per layer as w_bits).
+    w_bits = max([engine.w_bits, *(int(layer.attrs.get("w_bits", engine.w_bits)) for layer, _ in runnable)])
+    cfg = dataclasses.replace(engine, line_width=max(32, -(-widest // 32) * 32), w_bits=w_bits)
     say(f"      {len(runnable)} layers, engine: {cfg.describe()}")
     rows = {}
     for layer, dw in runnable:
@@ -112,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from convforge.errors import ConfigError
     from convforge.models.data import get_dataset
     from convforge.models.eval import decode_int, draw_detections
     from convforge.models.nets import count_params_macs
@@ -122,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     from convforge.models.train.checkpoint import load_checkpoint
     from convforge.models.train.evaluate import head_scales, score
     from convforge.models.train.inference import qat_model
-    from convforge.models.train.zoo import default_checkpoint, default_qgraph
+    from convforge.models.train.zoo import default_model, get_model
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -137,11 +147,14 @@ def run(args: argparse.Namespace) -> int:
         summary["model"] = {"source": f"untrained codenet {args.fresh}"}
         summary["reexport_identical"] = None
     else:
-        ckpt = args.checkpoint or default_checkpoint()
+        if args.checkpoint is not None and args.model is not None:
+            raise ConfigError("give either --checkpoint (a trained file) or --model (a shipped model), not both")
+        zoo_model = get_model(args.model) if args.model else default_model()
+        ckpt = args.checkpoint or zoo_model.checkpoint
         say(f"[1/6] loading the W4A8 checkpoint {ckpt}")
         doc = load_checkpoint(ckpt)
         model = qat_model(doc, ckpt).eval()
-        graph_path = default_qgraph() if args.checkpoint is None else ckpt.parent / str(doc.get("qgraph", ""))
+        graph_path = zoo_model.qgraph if args.checkpoint is None else ckpt.parent / str(doc.get("qgraph", ""))
         shipped = QGraph.load(graph_path)
         size = shipped.tensors[shipped.input].shape[1]
         say(f"[2/6] re-exporting the checkpoint and comparing with {graph_path.name}")
