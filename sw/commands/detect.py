@@ -25,7 +25,8 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", default=None, help="a shipped model, by name (default: the zoo's default)")
+    src.add_argument("--model", default=None,
+                     help="a shipped model by name (codenet_trees_w4a8, mbv2_trees_w4a8; default: the zoo's default)")
     src.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint from `convforge train`")
     p.add_argument("--backend", choices=("emu", "rtl", "pynq", "int"), default="emu")
     p.add_argument("--out", type=Path, default=Path("out/detect"), help="folder for the PNGs and detections.json")
@@ -38,21 +39,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the board's convforge.bit (pynq), or a simulated overlay file (emu, rtl)")  # fmt: skip
     p.add_argument("--program", type=Path, default=None,
                    help="a Program file from `convforge compile` (default: compile for the hardware)")  # fmt: skip
-    p.add_argument("--timeout", type=positive_float, default=None, help="seconds a frame may take before the driver gives up")
+    p.add_argument("--timeout", type=positive_float, default=None, help="seconds a frame may take (driver timeout)")
     p.add_argument("--json", action="store_true", help="print the detections as JSON instead of a table")
 
 
 def _load_graph(model: str | None, checkpoint: Path | None):
-    from convforge.errors import CheckpointError
     from convforge.models.train.inference import load_for_backend
-    from convforge.models.train.zoo import SHIPPED_NAME, default_checkpoint
+    from convforge.models.train.zoo import default_model, get_model
 
     if checkpoint is not None:
         ckpt = checkpoint
-    elif model in (None, SHIPPED_NAME):
-        ckpt = default_checkpoint()
     else:
-        raise CheckpointError(f"--model {model!r}: no such shipped model; shipped: {SHIPPED_NAME}")
+        ckpt = (get_model(model) if model else default_model()).checkpoint
     loaded = load_for_backend(ckpt, "int")
     return loaded.target, loaded.checkpoint
 
