@@ -282,8 +282,8 @@ def run(args: argparse.Namespace) -> int:
     dr = summary["driver"]
     print(f"  PYNQ driver ({args.backend})     AP50 {summary['ap50']:.3f}; outputs equal the integer reference's on "
           f"{dr['views_bit_exact']}/{n_views} views; {dr['seconds_per_frame'] * 1e3:.0f} ms/frame here")
-    print(f"  predicted on {args.board}  {dr['cycles_per_frame']:.0f} cycles/frame = {summary['fps']:.1f} fps "
-          f"at {dr['engine']['clock_mhz']:g} MHz")
+    print(f"  predicted FPS         {summary['fps']:.1f} on {args.board} at {dr['engine']['clock_mhz']:g} MHz "
+          f"({dr['cycles_per_frame']:.0f} cycles/frame, cycle model via the counters)")
     print(f"  resources             skipped: {summary['resources']['skipped']}")
     if args.rtl:
         rtl = summary["rtl_depthwise"]
