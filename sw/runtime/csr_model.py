@@ -140,8 +140,11 @@ class CsrModel:
 
     # ------------------------------------------------------------------ a frame
     def start(self) -> None:
-        """CTRL.start: clear status and counters, go busy, run the backend, report."""
+        """CTRL.start: clear status and counters (IRQ_STATUS is sticky until written 1), go
+        busy, run the backend, report."""
+        irq_status = self.words[csr.ADDR_IRQ_STATUS]
         self.soft_reset()
+        self.words[csr.ADDR_IRQ_STATUS] = irq_status
         self._set_field("STATUS", "busy", 1)
         base = (self.words[csr.ADDR_BASE_ADDR_HI] << 32) | self.words[csr.ADDR_BASE_ADDR_LO]
         try:
