@@ -106,6 +106,7 @@ def test_start_without_a_buffer_at_the_base_address_ends_with_decerr(sim_overlay
     status = accel.read(csr.ADDR_STATUS)
     assert csr.REGISTERS["STATUS"].field("done").get(status) == 1
     assert csr.REGISTERS["STATUS"].field("error_code").get(status) == csr.ErrorCode.AXI_DECERR
+    assert accel.read(csr.ADDR_IRQ_STATUS) == 0b11  # done and error events
 
 
 def test_device_that_never_raises_done_times_out_naming_the_register_state(tmp_path, monkeypatch):
@@ -123,7 +124,10 @@ def test_device_that_never_raises_done_times_out_naming_the_register_state(tmp_p
     accel = pynq.Overlay(str(simdevice.write_sim_overlay(tmp_path / "hang.bit"))).convforge_0
     buf = pynq.allocate((64,), np.uint8)
     accel.write(csr.ADDR_BASE_ADDR_LO, buf.device_address)
+    ol_csr = accel.device.csr
+    ol_csr.words[csr.ADDR_IRQ_STATUS] = 0b01  # an event of an earlier frame, not yet cleared
     accel.write(csr.ADDR_CTRL, 1)
+    assert accel.read(csr.ADDR_IRQ_STATUS) == 0b01  # START clears STATUS, not the sticky events
     t0 = time.perf_counter()
     with pytest.raises(AcceleratorError, match=r"within 0.2 s.*STATUS=0x00000001 \(busy=1 done=0"):
         accel._wait_done(0.2, t0)
