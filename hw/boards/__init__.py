@@ -50,7 +50,8 @@ BOARDS: dict[str, Board] = {
             bram36=216,
             lut=70_560,
             ff=141_120,
-            engine=EngineConfig(pe_ci=16, pe_co=16, dw_lanes=16, clock_mhz=250.0),
+            # max_channels 4096: CoDeNet d/e's decoder reads 2153 channels per pixel
+            engine=EngineConfig(pe_ci=16, pe_co=16, dw_lanes=16, clock_mhz=250.0, max_channels=4096),
             # LPDDR4-2133, 32 bits: 8.5 GB/s peak
             ddr_gbps=4.2,
         ),
@@ -63,7 +64,8 @@ BOARDS: dict[str, Board] = {
             bram36=140,
             lut=53_200,
             ff=106_400,
-            engine=EngineConfig(pe_ci=8, pe_co=16, dw_lanes=8, axi_data_bits=64, clock_mhz=125.0),
+            engine=EngineConfig(pe_ci=8, pe_co=16, dw_lanes=8, axi_data_bits=64, clock_mhz=125.0,
+                                max_channels=4096),
             # DDR3-1066, 16 bits: 4.3 GB/s peak
             ddr_gbps=2.1,
         ),
@@ -77,7 +79,7 @@ BOARDS: dict[str, Board] = {
             lut=117_120,
             ff=234_240,
             uram=64,
-            engine=EngineConfig(pe_ci=32, pe_co=32, dw_lanes=32, clock_mhz=250.0),
+            engine=EngineConfig(pe_ci=32, pe_co=32, dw_lanes=32, clock_mhz=250.0, max_channels=4096),
             # DDR4-2400, 64 bits: 19.2 GB/s peak
             ddr_gbps=9.6,
         ),

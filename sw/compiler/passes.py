@@ -202,10 +202,6 @@ def legalise(c: Compilation) -> None:
     for layer in g.layers:
         shapes = [g.tensors[t].shape for t in layer.inputs]
         out = g.tensors[layer.outputs[0]].shape
-        ch = max([out[0]] + [s[0] for s in shapes])
-        if ch > cfg.max_channels:
-            raise _fail(layer, f"{ch} channels exceed the engine's {cfg.max_channels}",
-                        "raise EngineConfig.max_channels")
         if layer.op in ("conv", "square_deform_dw", "bilinear_deform"):
             a = layer.attrs
             w_bits = int(a["w_bits"])
@@ -256,12 +252,16 @@ def _legal_conv(c: Compilation, layer: Layer, xs: tuple[int, int, int], out: tup
                            f"{a['padding']}/{a['dilation']}", "the descriptor carries one value for both axes")
     groups = int(a["groups"])
     if groups == 1:
+        if kh * kh * xs[0] > cfg.max_channels:
+            # output channels are tiled, but every input channel of a pixel must sit in the pixel buffer
+            raise _fail(layer, f"{kh * kh * xs[0]} input channels (k*k*C) per pixel exceed the PE array's "
+                               f"{cfg.max_channels}", "raise EngineConfig.max_channels")
+        if math.ceil(kh * kh * xs[0] / cfg.pe_ci) > cfg.weight_depth:
+            raise _fail(layer, f"one output group needs {math.ceil(kh * kh * xs[0] / cfg.pe_ci)} weight tiles, "
+                               f"the weight buffer holds {cfg.weight_depth}", "raise EngineConfig.weight_depth")
         if kh == 1 and ph == 0 and dh == 1:
             c.opcodes[layer.name] = Opcode.CONV_PW
         else:
-            if kh * kh * xs[0] > cfg.max_channels:
-                raise _fail(layer, f"the im2col window has {kh * kh * xs[0]} channels, more than "
-                                   f"{cfg.max_channels}", "raise EngineConfig.max_channels")
             if kh > 15 or sh > 15 or ph > 15 or dh > 15:
                 raise _fail(layer, "kernel/stride/padding/dilation above 15", "the descriptor fields are 4 bits")
             c.opcodes[layer.name] = Opcode.CONV_KXK
@@ -471,7 +471,11 @@ def tile(c: Compilation) -> None:
         if layer.op in COMPUTE_OPS:
             before = len(c.steps)
             for piece in c.place[layer.outputs[0]]:
-                n_split += _layer_steps(c, layer, piece)
+                # a pass carries at most max_channels channels (PE layers tile finer for weight_depth)
+                for first in range(0, piece.count, cfg.max_channels):
+                    count = min(cfg.max_channels, piece.count - first)
+                    n_split += _layer_steps(c, layer, VPiece(piece.start + first, count, piece.view.slice(first)))
+                    n_split += first > 0
             if len(c.steps) - before > 1:
                 c.log("tile", f"{layer.name}: {len(c.steps) - before} passes")
         done = len(c.steps) - 1
@@ -481,7 +485,8 @@ def tile(c: Compilation) -> None:
     for step in c.steps:
         step.tile_rows = _band_rows(step, cfg)
     c.log("tile", f"{len(c.steps)} passes ({n_split} extra output-channel tiles for weight_depth="
-                  f"{cfg.weight_depth}); act_buffer_bytes={cfg.act_buffer_bytes} per half")
+                  f"{cfg.weight_depth} / max_channels={cfg.max_channels}); act_buffer_bytes="
+                  f"{cfg.act_buffer_bytes} per half")
 
 
 def _band_rows(step: Step, cfg: EngineConfig) -> int:
@@ -513,10 +518,8 @@ def _layer_steps(c: Compilation, layer: Layer, out_piece: VPiece) -> int:
         w = np.asarray(p["weight"], dtype=np.int64)
         wm = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)   # (O, k*k*C), tap order (i, j, c)
         ci_eff = wm.shape[1]
-        co_tile = max(1, cfg.weight_depth // math.ceil(ci_eff / cfg.pe_ci)) * cfg.pe_co
-        co_tile = min(co_tile, cfg.max_channels)
-        if co_tile < 1:
-            raise _fail(layer, "one output group does not fit the weight buffer", "raise EngineConfig.weight_depth")
+        # legalise guarantees one output group fits: ceil(ci_eff / pe_ci) <= weight_depth
+        co_tile = min(cfg.weight_depth // math.ceil(ci_eff / cfg.pe_ci) * cfg.pe_co, cfg.max_channels)
         first = True
         for t0 in range(co0, co0 + cn, co_tile):
             tn = min(co_tile, co0 + cn - t0)

@@ -48,8 +48,11 @@ def requant(acc: np.ndarray, bias: np.ndarray, m: np.ndarray, s: np.ndarray, lo:
     """
     s = s.astype(np.int64)
     half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0)
-    v = (acc.astype(np.int64) + bias.astype(np.int64)) * m.astype(np.int64)
-    return np.clip((v + half) >> s, lo, hi)
+    v = acc.astype(np.int64) + bias.astype(np.int64)  # a fresh array: the rest works in place
+    v *= m.astype(np.int64)
+    v += half
+    v >>= s
+    return np.clip(v, lo, hi, out=v)
 
 
 @dataclass
@@ -251,7 +254,8 @@ class Emulator:
                                     Fault.BAD_DESCRIPTOR, index)
             w, bias, m, sh = self._dw_words(memory, index, d)
             if op == Opcode.DW_REGULAR:
-                acc = _dw_regular(x, w, s, p, dil, ho, wo)
+                exact = np.float32 if int(d["acc_bound_bits"]) <= 24 else np.int64
+                acc = _dw_regular(x, w, s, p, dil, ho, wo, exact)
             elif op == Opcode.DW_SQUARE:
                 dmap = self._read(memory, d["src2"], ho, wo, 1)[:, :, 0]
                 acc = _dw_square(x, w, np.minimum(dmap, int(d["d_max"])), s, ho, wo)
@@ -297,14 +301,16 @@ def _im2col(x: np.ndarray, k: int, s: int, p: int, d: int, ho: int, wo: int) -> 
     return cols.reshape(ho * wo, k * k * c)
 
 
-def _dw_regular(x, w, s, p, d, ho, wo) -> np.ndarray:
+def _dw_regular(x, w, s, p, d, ho, wo, dtype=np.int64) -> np.ndarray:
+    """3x3 depthwise accumulator; ``dtype`` float32 is exact when the bound is below 2**24."""
     h, wd, c = x.shape
-    xp = _pad(x.astype(np.int64), p, (ho - 1) * s + 2 * d + 1 - h - p, p, (wo - 1) * s + 2 * d + 1 - wd - p)
-    acc = np.zeros((ho, wo, c), dtype=np.int64)
+    xp = _pad(x.astype(dtype), p, (ho - 1) * s + 2 * d + 1 - h - p, p, (wo - 1) * s + 2 * d + 1 - wd - p)
+    wt = w.astype(dtype)
+    acc = np.zeros((ho, wo, c), dtype=dtype)
     for i in range(3):
         for j in range(3):
-            acc += w[:, i * 3 + j] * _window(xp, i * d, j * d, s, ho, wo)
-    return acc
+            acc += wt[:, i * 3 + j] * _window(xp, i * d, j * d, s, ho, wo)
+    return acc.astype(np.int64)
 
 
 def _gather(x: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:

@@ -138,7 +138,7 @@ def write_view(memory: np.ndarray, base: int, ch_stride: int, px_stride: int, ro
     """Store ``(h, w, c)`` integer ``values`` (their low 8 bits) through a view."""
     h, w, c = values.shape
     target = _strided(memory, base, ch_stride, px_stride, row_stride, h, w, c)
-    target[...] = (np.asarray(values).astype(np.int64) & 0xFF).astype(np.uint8)
+    target[...] = np.asarray(values).astype(np.uint8)  # integer -> uint8 keeps the low 8 bits
 
 
 @dataclass

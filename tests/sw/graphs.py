@@ -72,10 +72,15 @@ class GraphBuilder:
     def square(self, x: str, stride: int = 1, d_max: int = 8, relu: str = "none") -> str:
         c, h, w = self.tensors[x].shape
         ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-        src = self.conv(x, 1, 1, stride, 0, relu="relu", lo_hi=(0, d_max)) if True else None
-        # make the map hit 0 and D_max: a big bias spread
+        src = self.conv(x, 1, 1, stride, 0, relu="relu", lo_hi=(0, d_max))
+        # spread the map over several D_max before the clamp: it holds 0, D_max and values between
         layer = self.layers[-1]
-        layer.params["bias"] = np.array([int(self.rng.integers(-2000, 2000))])
+        typical = math.sqrt(c) * 4 * (70 if self.tensors[x].signed else 120)
+        layer.params["M"] = np.array([1 << 14])
+        layer.params["S"] = np.array([max(0, round(math.log2(typical * (1 << 14) / (2 * d_max))))])
+        mean_x = 0 if self.tensors[x].signed else 64
+        centre = -int(layer.params["weight"].sum()) * mean_x
+        layer.params["bias"] = np.array([centre + int(typical * self.rng.uniform(-0.3, 0.3))])
         weight = self.rng.integers(-7, 8, (c, 1, 3, 3))
         bias, M, S = self._requant(c, 9, 4, self.tensors[x].signed)
         lo, hi, signed = self._range(relu)

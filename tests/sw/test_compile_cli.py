@@ -30,3 +30,15 @@ def test_compile_refuses_a_layer_in_one_line_and_writes_nothing(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and b.layers[-1].name in err and "groups" in err
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_shipped_model_compiles_for_every_board():
+    from convforge.hw.boards import BOARDS
+    from convforge.models.quant.qgraph import QGraph
+    from convforge.models.train.zoo import default_qgraph
+    from convforge.sw.compiler import compile
+
+    graph = QGraph.load(default_qgraph())
+    for board in BOARDS.values():
+        prog = compile(graph, board.engine, ddr_gbps=board.ddr_gbps)
+        assert prog.n_descriptors > 80 and prog.cycles["fps"] > 0, board.name

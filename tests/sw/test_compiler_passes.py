@@ -138,7 +138,6 @@ def test_channels_beyond_the_engine_and_missing_modes_are_refused():
     b = GraphBuilder(8)
     y = b.square(b.conv("input", 20))
     g = b.graph({"y": y})
-    _refused(g, EngineConfig(max_channels=16), "EngineConfig.max_channels")
     _refused(g, EngineConfig(dw_modes=("regular", "bilinear")), b.layers[-1].name, "dw_modes")
     b = GraphBuilder(9)
     y = b.maxpool(b.conv("input", 4), k=5, s=1, p=2)
@@ -161,3 +160,42 @@ def test_accumulator_bound_counts_bilinear_fraction_bits():
     w = np.abs(layer.params["weight"]).reshape(4, -1).sum(1) * 255 << 8
     assert gemm == w.max() and bound >= gemm
     del y
+
+
+def test_layers_wider_than_max_channels_are_split_into_passes():
+    b = GraphBuilder(12, hw=(8, 8))
+    x = b.conv("input", 40)
+    y = b.dw(x)
+    z = b.add(b.maxpool(y, 3, 1, 1), b.dw(x, stride=1, dilation=2), relu="none")
+    g = b.graph({"z": z})
+    cfg = EngineConfig(pe_ci=4, pe_co=4, dw_lanes=4, max_channels=16)
+    prog = compile(g, cfg)
+    per_layer = {}
+    for d in prog.descriptors[:-1]:
+        per_layer.setdefault(d["layer"], []).append(tuple(d["out_channels"]))
+    assert per_layer[g.layers[1].name] == [(0, 16), (16, 32), (32, 40)]
+    assert_bit_exact(g, prog, np.random.default_rng(12).integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    b = GraphBuilder(13, hw=(8, 8))
+    wide = b.conv(b.conv("input", 20), 4)
+    _refused(b.graph({"w": wide}), cfg, b.layers[-1].name, "EngineConfig.max_channels")
+    b = GraphBuilder(14, hw=(8, 8))
+    deep = b.conv(b.conv("input", 16), 4, 3, 1)
+    _refused(b.graph({"d": deep}), EngineConfig(pe_ci=4, pe_co=4, dw_lanes=4, weight_depth=16), b.layers[-1].name,
+             "EngineConfig.weight_depth")
+
+
+def test_every_op_graph_covers_the_spec_corner_cases():
+    """INTEGER_SPEC §7: dilation maps holding 0 and D_max, offsets at +-R*2**F and fractional,
+    full activation ranges, channel counts not divisible by the lanes."""
+    from convforge.models.quant.executor import run_qgraph
+
+    g = every_op_graph(0, hw=(16, 18), ch=19)
+    ref = run_qgraph(g, np.random.default_rng(0).integers(0, 256, (16, 18, 3), dtype=np.uint8), keep_all=True)
+    square = next(layer for layer in g.layers if layer.op == "square_deform_dw")
+    dmap = ref[square.inputs[1]]
+    assert int(dmap.min()) == 0 and int(dmap.max()) == square.attrs["d_max"]
+    bil = next(layer for layer in g.layers if layer.op == "bilinear_deform")
+    off, lim = ref[bil.inputs[1]], bil.attrs["R"] << bil.attrs["F"]
+    assert int(off.min()) == -lim and int(off.max()) == lim and bool(((off % 16) != 0).any())
+    assert any(int(ref[t].min()) == -128 and int(ref[t].max()) == 127 for t in g.tensors if g.tensors[t].signed)
+    assert 19 % SMALL.pe_ci and 19 % SMALL.dw_lanes

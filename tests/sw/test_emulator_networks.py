@@ -107,7 +107,7 @@ def _random_graph(seed: int, blocks: list[str], hw: tuple[int, int], ch: int):
        lanes=st.sampled_from([(8, 4, 4), (16, 16, 16), (4, 8, 3)]))
 def test_random_graphs_are_bit_exact_on_every_tensor(seed, blocks, hw, ch, lanes):
     graph = _random_graph(seed, blocks, hw, ch)
-    cfg = EngineConfig(pe_ci=lanes[0], pe_co=lanes[1], dw_lanes=lanes[2], weight_depth=16)
+    cfg = EngineConfig(pe_ci=lanes[0], pe_co=lanes[1], dw_lanes=lanes[2], weight_depth=128)
     image = np.random.default_rng(seed).integers(0, 256, (*hw, 3), dtype=np.uint8)
     image[0, 0], image[-1, -1] = 0, 255
     assert_bit_exact(graph, compile(graph, cfg), image)
