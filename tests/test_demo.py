@@ -20,6 +20,10 @@ def test_demo_reports_reexport_and_integer_agreement(tmp_path, capsys):
     ir = summary["integer_reference"]
     assert ir["views"] == 1 and ir["layers_compared"] > 100 and ir["min_layer_within_1lsb"] == 1.0
     assert 0.0 <= summary["detections"]["ap50_int"] <= 1.0
+    # the views also ran through the PYNQ driver on SimDevice emu, bit-exact with the integer reference
+    assert summary["backend"] == "emu" and summary["bit_exact"] is True and summary["driver"]["views_bit_exact"] == 1
+    assert summary["ap50"] == summary["detections"]["ap50_int"] and summary["fps"] > 0
+    assert "skipped" in summary["resources"]
     assert (tmp_path / "detections_0.png").stat().st_size > 0
     assert QGraph.load(tmp_path / "model.json").meta == QGraph.load(default_qgraph()).meta
 

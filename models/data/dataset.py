@@ -220,7 +220,7 @@ def whole_views(sources: list[SourceImage], input_size: int) -> list[View]:
     return [View(i, 0, 0, max(src.width, src.height)) for i, src in enumerate(sources)]
 
 
-TREE_AUGMENT = Augment(scale_range=(0.7, 1.4), shift=0.25, hflip=True, vflip=True)
+TREE_AUGMENT = Augment(scale_range=(0.7, 1.4), shift=0.25, hflip=True, vflip=True, transpose=True)
 VOC_AUGMENT = Augment(scale_range=(0.6, 1.4), shift=0.2, hflip=True, vflip=False)
 
 _SPEC_HELP = (

@@ -104,6 +104,8 @@ class Augment:
         shift: maximal shift of the window centre, as a fraction of the window size.
         hflip: flip left-right with probability 1/2.
         vflip: flip top-bottom with probability 1/2 (right for aerial images only).
+        transpose: swap x and y with probability 1/2 (aerial images only); with both flips
+            this draws every 90-degree rotation and mirror image equally often.
         brightness, contrast, saturation: each factor is drawn from ``[1 - v, 1 + v]``.
     """
 
@@ -111,6 +113,7 @@ class Augment:
     shift: float = 0.2
     hflip: bool = True
     vflip: bool = False
+    transpose: bool = False
     brightness: float = 0.3
     contrast: float = 0.3
     saturation: float = 0.3
@@ -154,6 +157,9 @@ class Augment:
         if self.vflip and rng.random() < 0.5:
             out = out[::-1, :]
             b[:, [1, 3]] = out_size - b[:, [3, 1]]
+        if self.transpose and rng.random() < 0.5:
+            out = out.transpose(1, 0, 2)
+            b = b[:, [1, 0, 3, 2]]
         out = self.colour(out, rng)
         return out, b.astype(np.float32), (s, s), (nx0, ny0)
 

@@ -13,6 +13,9 @@ Compute blocks (they own weights and, in the integer graph, requantise their out
   into its weights so that it reads raw 0..255 pixels.
 - :class:`SquareDeformDW`: CoDeNet's square deformable depthwise 3x3, reading a feature map
   and a dilation map (INTEGER_SPEC §4).
+- :class:`Add`: elementwise sum of two tensors of one shape (MobileNetV2's residual, a
+  decoder skip), optionally followed by ReLU; no weights, but the integer graph requantises
+  it (INTEGER_SPEC §4 "Add": one ``(Ma, Mb, S)``).
 
 Data-movement blocks (no arithmetic; in the integer graph they keep their input's scale):
 :class:`ChannelSplit`, :class:`Concat`, :class:`ChannelShuffle`, :class:`Upsample2x`,
@@ -170,6 +173,33 @@ class SquareDeformDW(nn.Module):
         return f"channels={self.channels}, stride={self.stride}, d_max={self.d_max}"
 
 
+class Add(nn.Module):
+    """``act(a + b)``: elementwise sum of two ``(N, C, H, W)`` tensors of the same shape.
+
+    Args:
+        act: ``"none"`` (a signed sum: MobileNetV2's residual of two linear bottlenecks) or
+            ``"relu"`` (the sum clamped at 0: two ReLU feature maps joined by a decoder skip).
+
+    Raises:
+        ConfigError: unknown activation. ShapeError (in ``forward``): shapes differ.
+    """
+
+    def __init__(self, act: str = "none") -> None:
+        super().__init__()
+        if act not in ("none", "relu"):
+            raise ConfigError(f"Add: act must be 'none' or 'relu', got {act!r}")
+        self.act = act
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.shape != b.shape:
+            raise ShapeError(f"Add: operand shapes differ: {tuple(a.shape)} and {tuple(b.shape)}")
+        y = a + b
+        return F.relu(y) if self.act == "relu" else y
+
+    def extra_repr(self) -> str:
+        return f"act={self.act}"
+
+
 class ChannelSplit(nn.Module):
     """Split ``(N, sum(sizes), H, W)`` along channels into a tuple of ``len(sizes)`` tensors."""
 
@@ -233,8 +263,8 @@ class MaxPool(nn.Module):
         return f"kernel={self.kernel}, stride={self.stride}, padding={self.padding}"
 
 
-#: Blocks that do arithmetic and carry weights.
-COMPUTE_BLOCKS: tuple[type[nn.Module], ...] = (ConvBNAct, SquareDeformDW)
+#: Blocks that do arithmetic (and requantise their output in the integer graph).
+COMPUTE_BLOCKS: tuple[type[nn.Module], ...] = (ConvBNAct, SquareDeformDW, Add)
 #: Blocks that only move data.
 MOVE_BLOCKS: tuple[type[nn.Module], ...] = (ChannelSplit, Concat, ChannelShuffle, Upsample2x, MaxPool)
 #: Every block the tracer treats as one graph node.

@@ -35,7 +35,7 @@ from convforge.models.nets.blocks import (
 )
 from convforge.models.nets.graph import INPUT, Node, trace
 from convforge.models.quant.intops import signed_bits_for
-from convforge.models.quant.layers import IntParams, QConvBNAct, QSquareDeformDW
+from convforge.models.quant.layers import IntParams, QAdd, QConvBNAct, QSquareDeformDW
 from convforge.models.quant.qat import is_quantized
 from convforge.models.quant.qgraph import Layer, QGraph, TensorType
 
@@ -80,7 +80,7 @@ def _model_meta(model: nn.Module, input_hw: tuple[int, int]) -> dict[str, Any]:
     meta: dict[str, Any] = {"input_size": [int(input_hw[0]), int(input_hw[1])]}
     config = getattr(model, "config", None)
     if config is not None:
-        meta["model"] = "codenet"
+        meta["model"] = getattr(config, "family", "codenet")
         meta["config"] = getattr(config, "name", str(config))
         if hasattr(config, "mean"):
             meta["mean"] = [float(v) for v in config.mean]
@@ -173,6 +173,12 @@ def _export_node(
         tensors[node.outputs[0]] = TensorType(shapes[node.outputs[0]], obs.bits, obs.signed, p.out_scale)
         attrs = {"stride": int(m.stride), "d_max": int(m.d_max), "w_bits": int(m.w_bits)}
         return _requant_layer(name, "square_deform_dw", node, p, attrs)
+    if isinstance(m, QAdd):
+        p = m.integer_params()
+        obs = m.act_obs
+        tensors[node.outputs[0]] = TensorType(shapes[node.outputs[0]], obs.bits, obs.signed, p.out_scale)
+        params = {k: np.asarray([v], dtype=np.int64) for k, v in (("Ma", p.Ma), ("Mb", p.Mb), ("S", p.S))}
+        return Layer(name, "add", list(node.inputs), list(node.outputs), {"lo": int(p.lo), "hi": int(p.hi)}, params)
     if isinstance(m, COMPUTE_BLOCKS):
         raise ExportError(
             f"module {name!r} ({type(m).__name__}) is not quantised; build the model with prepare_qat"

@@ -25,10 +25,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convforge.errors import ConvforgeError
-from convforge.models.nets.blocks import ConvBNAct, SquareDeformDW
+from convforge.errors import ConvforgeError, ExportError, ShapeError
+from convforge.models.nets.blocks import Add, ConvBNAct, SquareDeformDW
 from convforge.models.ops import deform_square_dw_conv2d, round_ste
-from convforge.models.quant.intops import act_range, derive_requant, requant, round_half_even, weight_range
+from convforge.models.quant.intops import (
+    M_MIN,
+    act_range,
+    derive_requant,
+    requant,
+    round_half_even,
+    rshift_round,
+    sat,
+    weight_range,
+)
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 #: Smallest observed maximum: a layer that never fired still gets a usable scale.
@@ -322,4 +331,85 @@ class QSquareDeformDW(_QuantMixin, SquareDeformDW):
         return f"{super().extra_repr()}, w_bits={self.w_bits}"
 
 
-QUANT_BLOCKS = (QConvBNAct, QSquareDeformDW)
+@dataclass
+class AddParams:
+    """A residual add's integer parameters (INTEGER_SPEC §4 "Add"): ``y = sat(rshift_round(
+    a*Ma + b*Mb, S), lo, hi)``; ``a_scale``, ``b_scale``, ``out_scale`` the real scales."""
+
+    Ma: int
+    Mb: int
+    S: int
+    lo: int
+    hi: int
+    a_scale: float
+    b_scale: float
+    out_scale: float
+
+
+def derive_add_requant(ra: float, rb: float, layer: str = "?") -> tuple[int, int, int]:
+    """``(Ma, Mb, S)`` for an add with real multipliers ``ra = s_a/s_y``, ``rb = s_b/s_y``.
+
+    One shift for both operands: the larger multiplier gets the 15-bit ``(M, S)`` of
+    :func:`~convforge.models.quant.intops.derive_requant` (INTEGER_SPEC §3), the smaller
+    ``round_half_even(r * 2**S)`` at the same ``S`` (so ``Ma/2**S`` and ``Mb/2**S`` are both
+    within half an LSB of ``2**S`` of their real values).
+
+    Raises:
+        ExportError: a multiplier is negative, not finite, or the shift is out of range.
+    """
+    big = derive_requant(max(ra, rb), layer)
+    if big.M == 0:
+        return 0, 0, 0
+    m_small = round_half_even(min(ra, rb) * 2.0**big.S)
+    if m_small < 0 or big.M < M_MIN:
+        raise ExportError(f"layer {layer!r}: add multipliers {ra!r}, {rb!r} give no usable (Ma, Mb, S)")
+    return (big.M, m_small, big.S) if ra >= rb else (m_small, big.M, big.S)
+
+
+class QAdd(_QuantMixin, Add):
+    """Fake-quantised :class:`~convforge.models.nets.blocks.Add`: reads two quantised tensors
+    ``s_a * q_a`` and ``s_b * q_b``, writes ``s_y * q_y``.
+
+    Eval: ``q_y = sat(rshift_round(q_a*Ma + q_b*Mb, S), lo, hi)`` with the ``(Ma, Mb, S)`` of
+    :meth:`integer_params` (what export writes). Training: ``clamp(round(y / s_y), lo, hi) * s_y``
+    with a straight-through gradient and the real multipliers (within 1 LSB of eval).
+    """
+
+    @classmethod
+    def from_float(cls, float_block: Add, act_obs: ActObserver) -> QAdd:
+        q = cls.__new__(cls)
+        nn.Module.__init__(q)
+        q.act = float_block.act
+        q._init_quant(8, act_obs)
+        q.train(float_block.training)
+        return q
+
+    def integer_params(self) -> AddParams:
+        """``(Ma, Mb, S, lo, hi)`` and the scales, exactly as export writes them."""
+        if len(self._in_obs) != 2:
+            raise ConvforgeError(f"add {self.qname!r} has no input observers; build it with prepare_qat")
+        s_a, s_b = self._in_obs[0].scale(), self._in_obs[1].scale()
+        s_y = self.act_obs.scale()
+        Ma, Mb, S = derive_add_requant(s_a / s_y, s_b / s_y, self.qname)
+        lo, hi = self.act_obs.bounds()
+        return AddParams(Ma, Mb, S, lo, hi, s_a, s_b, s_y)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.shape != b.shape:
+            raise ShapeError(f"add {self.qname!r}: operand shapes differ: {tuple(a.shape)} and {tuple(b.shape)}")
+        obs_a, obs_b = self._in_obs[0], self._in_obs[1]
+        if not self.training:
+            p = self.integer_params()
+            qa = torch.clamp(torch.round(a.detach().to(torch.float64) / p.a_scale), *obs_a.bounds()).to(torch.int64)
+            qb = torch.clamp(torch.round(b.detach().to(torch.float64) / p.b_scale), *obs_b.bounds()).to(torch.int64)
+            q = sat(rshift_round(qa * p.Ma + qb * p.Mb, p.S), p.lo, p.hi)
+            return (q.to(torch.float64) * p.out_scale).to(a.dtype)
+        s_a, s_b = obs_a.scale_tensor(), obs_b.scale_tensor()
+        y = self._input_ints(a, obs_a, s_a) * s_a + self._input_ints(b, obs_b, s_b) * s_b
+        return self._fake_out(y)
+
+    def extra_repr(self) -> str:
+        return f"act={self.act}"
+
+
+QUANT_BLOCKS = (QConvBNAct, QSquareDeformDW, QAdd)

@@ -6,12 +6,16 @@ Scheme (INTEGER_SPEC §2/§3):
 - weights: BN folded into the convolution with the running statistics (frozen during QAT),
   then per output channel, symmetric, narrow range ``[-(2**(b-1)-1), 2**(b-1)-1]``, scale
   ``max|w[c]| / qmax``; ``w_bits`` (4) by default, ``first_w_bits`` (8) for layers reading
-  the image, ``last_w_bits`` (8) for the layers producing the network outputs;
+  the image, ``last_w_bits`` (8) for the layers producing the network outputs, ``dw_w_bits``
+  (default ``w_bits``) for depthwise convolutions (regular and square deformable); each
+  layer's width is recorded in the QGraph (``w_bits`` attribute);
 - biases: int32 at ``s_x * s_w[c]``;
 - activations: ``a_bits`` (8) per tensor, zero point 0, scale from an EMA of the maximum;
   unsigned after ReLU/ReLU6, signed otherwise (the heads' logits are int8);
 - the network input is uint8 with scale 1.0 (raw pixels; normalisation is in the first conv);
 - a dilation map has scale exactly 1.0 and range ``[0, D_max]``: its integers are the dilation;
+- a residual add (:class:`~convforge.models.nets.blocks.Add`) has its own output observer
+  (int8 for a plain add, uint8 for an add with ReLU) and one ``(Ma, Mb, S)`` (INTEGER_SPEC §4);
 - every input of a concat shares one scale: the observers of the layers that produce them
   (found through split, shuffle, upsample, max pool and other concats, which all keep the
   scale) are one shared module.
@@ -28,9 +32,9 @@ import torch
 from torch import nn
 
 from convforge.errors import ConfigError, ExportError
-from convforge.models.nets.blocks import COMPUTE_BLOCKS, Concat, ConvBNAct, SquareDeformDW
+from convforge.models.nets.blocks import COMPUTE_BLOCKS, Add, Concat, ConvBNAct, SquareDeformDW
 from convforge.models.nets.graph import INPUT, Node, Trace, trace
-from convforge.models.quant.layers import QUANT_BLOCKS, ActObserver, QConvBNAct, QSquareDeformDW
+from convforge.models.quant.layers import QUANT_BLOCKS, ActObserver, QAdd, QConvBNAct, QSquareDeformDW
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,12 @@ class QATConfig:
     first_w_bits: int = 8
     last_w_bits: int = 8
     momentum: float = 0.1
+    dw_w_bits: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("w_bits", "first_w_bits", "last_w_bits"):
+        if self.dw_w_bits is None:
+            object.__setattr__(self, "dw_w_bits", self.w_bits)
+        for name in ("w_bits", "first_w_bits", "last_w_bits", "dw_w_bits"):
             if not 2 <= getattr(self, name) <= 8:
                 raise ConfigError(f"QATConfig: {name}={getattr(self, name)} must be in [2, 8]")
         if self.a_bits != 8:
@@ -77,7 +84,15 @@ def _signature(node: Node) -> tuple[bool, bool, bool]:
     m = node.module
     if isinstance(m, ConvBNAct):
         return m.act == "none", m.act == "relu6", m.act == "dilation"
+    if isinstance(m, Add):
+        return m.act == "none", False, False
     return True, False, False
+
+
+def _is_depthwise(m: nn.Module) -> bool:
+    if isinstance(m, SquareDeformDW):
+        return True
+    return isinstance(m, ConvBNAct) and m.groups > 1 and m.groups == m.in_ch == m.out_ch
 
 
 def prepare_qat(
@@ -88,27 +103,30 @@ def prepare_qat(
     last_w_bits: int = 8,
     input_hw: tuple[int, int] = (64, 64),
     momentum: float = 0.1,
+    dw_w_bits: int | None = None,
 ) -> nn.Module:
     """Replace ``model``'s compute blocks by fake-quantised ones, in place; returns ``model``.
 
     Parameters and state-dict keys of the float model are kept (plus ``act_obs.*`` observer
     buffers and ``qat_input.*``), so a float checkpoint loads before this call and a QAT
     checkpoint after it. ``input_hw`` is only the size of the tracing pass (any size the
-    network accepts). Call :func:`calibrate` (or train) before evaluating.
+    network accepts). ``dw_w_bits`` (default ``w_bits``) is the weight width of depthwise
+    layers that neither read the image nor produce an output. Call :func:`calibrate` (or
+    train) before evaluating.
 
     Raises:
         ConfigError: bit widths out of range, or the model is already quantised.
         ExportError: the model contains operations the integer graph cannot express, or a
             concat joins tensors of different signedness or a dilation map.
     """
-    cfg = QATConfig(w_bits, a_bits, first_w_bits, last_w_bits, momentum)
+    cfg = QATConfig(w_bits, a_bits, first_w_bits, last_w_bits, momentum, dw_w_bits)
     if is_quantized(model):
         raise ConfigError("prepare_qat: the model is already quantised")
     was_training = model.training
     model.eval()
     param = next(model.parameters())
-    in_ch = next(m for m in model.modules() if isinstance(m, COMPUTE_BLOCKS))
-    in_ch = in_ch.in_ch if isinstance(in_ch, ConvBNAct) else in_ch.channels
+    first = next(m for m in model.modules() if isinstance(m, ConvBNAct | SquareDeformDW))
+    in_ch = first.in_ch if isinstance(first, ConvBNAct) else first.channels
     with torch.no_grad():
         graph = trace(model, torch.zeros(1, in_ch, *input_hw, device=param.device, dtype=param.dtype))
 
@@ -157,12 +175,16 @@ def prepare_qat(
     head_tensors = set(graph.outputs.values())
     quantised: dict[str, nn.Module] = {}
     for n in compute:
-        bits = w_bits
+        bits = cfg.dw_w_bits if _is_depthwise(n.module) else w_bits
         if INPUT in n.inputs:
             bits = first_w_bits
         elif head_tensors & set(n.outputs):
             bits = last_w_bits
-        if isinstance(n.module, SquareDeformDW):
+        if isinstance(n.module, Add):
+            if INPUT in n.inputs:
+                raise ExportError(f"add {n.name!r} reads the network input; add a layer before it")
+            q = QAdd.from_float(n.module, observers[n.name])
+        elif isinstance(n.module, SquareDeformDW):
             q = QSquareDeformDW.from_float(n.module, bits, observers[n.name])
         else:
             q = QConvBNAct.from_float(n.module, bits, observers[n.name])

@@ -3,7 +3,8 @@ QGraph export.
 
 Phases (each resumable from the checkpoints it writes into ``out``):
 
-``float``   AdamW with a linear warm-up and a cosine decay, on augmented training views.
+``float``   AdamW with a linear warm-up and a cosine decay, on augmented training views;
+            a MobileNetV2 detector starts from the ImageNet weights (``init``).
 ``qat``     starts from the float weights (the best validation epoch when a validation
             split is held out, else the last), ``prepare_qat`` (W4A8, 8-bit first layer),
             calibration on un-augmented training views, then a short fine-tune at a lower
@@ -68,6 +69,9 @@ class TrainConfig:
         val_every: validate every this many epochs (and at each phase's end).
         export_size: QGraph input side in pixels (416 covers a 400x400 tree tile).
         w_bits, a_bits, first_w_bits: quantisation.
+        dw_w_bits: weight width of the depthwise layers (None: ``w_bits``).
+        init: ``auto`` (ImageNet weights for a MobileNetV2 backbone, random for CoDeNet, whose
+            ShuffleNetV2 has none shipped), ``imagenet`` or ``random``.
         calib_batches: un-augmented batches for QAT calibration.
         seed: the random seed.
         threads: torch CPU threads. 1 by default: on a CPU shared with other jobs, OpenMP
@@ -96,6 +100,8 @@ class TrainConfig:
     w_bits: int = 4
     a_bits: int = 8
     first_w_bits: int = 8
+    dw_w_bits: int | None = None
+    init: str = "auto"
     calib_batches: int = 8
     seed: int = 0
     threads: int = 1
@@ -140,6 +146,8 @@ class Trainer:
             raise ConfigError(f"--export-size {cfg.export_size} must be a multiple of 32")
         if cfg.batch_size < 1 or cfg.float_epochs < 0 or cfg.qat_epochs < 0:
             raise ConfigError("batch size must be >= 1 and epoch counts >= 0")
+        if cfg.init not in ("auto", "imagenet", "random"):
+            raise ConfigError(f"--init {cfg.init!r}: choose auto, imagenet or random")
         self.cfg = cfg
         self.log = log
         self.out = Path(cfg.out)
@@ -177,7 +185,7 @@ class Trainer:
         c = self.cfg
         train, _ = self.datasets()
         config = resolve_config(c.model, c.width, c.input_size)
-        quant = default_quant(c.w_bits, c.a_bits, c.first_w_bits)
+        quant = default_quant(c.w_bits, c.a_bits, c.first_w_bits, c.dw_w_bits)
         return ModelSpec(config, train.num_classes, list(train.class_names), quant)
 
     def _loader(self, dataset: DetectionDataset, epoch: int, shuffle: bool) -> torch.utils.data.DataLoader:
@@ -338,7 +346,11 @@ class Trainer:
         """The float phase; returns ``out/float.pt``."""
         spec = self.spec()
         torch.manual_seed(self.cfg.seed)
-        model = spec.build(quantized=False).to(self.device)
+        model = spec.build(quantized=False)
+        init = "random"
+        if resume_doc is None:
+            init = self._initialise(model, spec)
+        model.to(self.device)
         optimizer = self._optimizer(model, self.cfg.lr)
         state = PhaseState()
         if resume_doc is not None:
@@ -354,9 +366,35 @@ class Trainer:
             f"{len(train)} training views of {self.cfg.input_size} px"
             + (f", {len(val)} validation views" if val is not None else "")
             + f", batch {self.cfg.batch_size}, {self.cfg.float_epochs} epochs on {self.device}"
+            + (f", backbone from {init}" if resume_doc is None else "")
         )
         self._fit(model, spec, "float", self.cfg.float_epochs, state, optimizer)
         return self.out / "float.pt"
+
+    def _initialise(self, model: nn.Module, spec: ModelSpec) -> str:
+        """Apply ``init`` to a freshly built float model; returns what was loaded."""
+        from convforge.models.nets.mobilenetv2 import MobileNetV2DetConfig, load_imagenet_backbone
+
+        is_mbv2 = isinstance(spec.config, MobileNetV2DetConfig)
+        want = self.cfg.init
+        if want == "auto":
+            want = "imagenet" if is_mbv2 else "random"
+        if want == "random":
+            return "random initialisation"
+        if not is_mbv2:
+            raise ConfigError(
+                f"--init imagenet: no ImageNet weights ship for the {spec.config.name!r} CoDeNet backbone "
+                "(ShuffleNetV2); use --init random, or a MobileNetV2 config (mbv2-trees)"
+            )
+        if spec.config.width != 1.0:
+            raise ConfigError(
+                f"--init imagenet: the shipped ImageNet weights are for MobileNetV2 width 1.0, not "
+                f"{spec.config.width:g}; use --width 1.0 or --init random"
+            )
+        skipped = load_imagenet_backbone(model)
+        self.log(f"ImageNet weights loaded into the backbone ({len(skipped)} torchvision tensors not used: "
+                 "later blocks / classifier)")  # fmt: skip
+        return "ImageNet (torchvision mobilenet_v2)"
 
     def calibration_batches(self) -> list[torch.Tensor]:
         """Un-augmented training images ``(N, 3, H, W)`` float 0..255 for calibration."""
@@ -400,8 +438,9 @@ class Trainer:
             model.train()
             calibrate(model, self.calibration_batches())
             optimizer = self._optimizer(model, self.cfg.qat_lr)
+        dw = f", depthwise {spec.quant['dw_w_bits']}-bit" if "dw_w_bits" in spec.quant else ""
         self.log(f"QAT phase: W{spec.quant['w_bits']}A{spec.quant['a_bits']} "
-                 f"(first layer {spec.quant['first_w_bits']}-bit), {self.cfg.qat_epochs} epochs")  # fmt: skip
+                 f"(first layer {spec.quant['first_w_bits']}-bit{dw}), {self.cfg.qat_epochs} epochs")  # fmt: skip
         self._fit(model, spec, "qat", self.cfg.qat_epochs, state, optimizer)
         return self.out / "qat.pt"
 
@@ -415,8 +454,9 @@ class Trainer:
         qat_doc = load_checkpoint(qat_path)
         model = model_from_checkpoint(qat_doc, qat_path).cpu().eval()
         size = self.cfg.export_size
+        family = qat_doc["model"]["config"].get("family", "codenet")
         meta = {
-            "model": "CoDeNet",
+            "model": {"codenet": "CoDeNet", "mobilenetv2": "MobileNetV2"}.get(family, family),
             "config": qat_doc["model"]["config"]["name"],
             "num_classes": qat_doc["model"]["num_classes"],
             "class_names": qat_doc["model"].get("class_names"),

@@ -1,18 +1,37 @@
-"""The detector shipped with convforge: a W4A8 CoDeNet trained on aerial tree crowns.
+"""The detectors shipped with convforge (trained on aerial tree crowns), by name.
 
-Files live in ``models/zoo/`` (package data of ``convforge.models``); ``MODEL_CARD.md``
-beside them says how they were trained and how well they detect.
+Files live in ``models/zoo/`` (package data of ``convforge.models``): for a model
+``<name>``, ``<name>.pt`` (the W4A8 QAT checkpoint with the float weights it started from),
+``<name>.json`` + ``<name>.npz`` (its exported QGraph) and ``<name>.md`` (model card; the
+CoDeNet reference's card is ``MODEL_CARD.md``). The API for tools (``demo``, ``eval``,
+``detect``)::
+
+    default_model()        the model a tool uses when the user names none
+    get_model(name)        a shipped model by name (ConfigError listing the names otherwise)
+    model_names()          every shipped name, the default first
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from convforge.errors import CheckpointError
+from convforge.errors import CheckpointError, ConfigError
 
-#: Base name of the shipped files: ``<name>.pt`` (QAT checkpoint), ``<name>.json`` +
-#: ``<name>.npz`` (exported QGraph).
-SHIPPED_NAME = "codenet_trees_w4a8"
+#: The CoDeNet reference (ShuffleNetV2 backbone): the network of the CoDeNet paper.
+CODENET_NAME = "codenet_trees_w4a8"
+#: MobileNetV2 (ImageNet initialisation) + CoDeNet decoder + CenterNet heads.
+MBV2_NAME = "mbv2_trees_w4a8"
+#: What tools use when no model is named.
+DEFAULT_NAME = CODENET_NAME
+#: Backwards-compatible alias of :data:`DEFAULT_NAME`.
+SHIPPED_NAME = DEFAULT_NAME
+
+_DESCRIPTIONS = {
+    MBV2_NAME: "MobileNetV2 1.0 (ImageNet init, stride-16 backbone) + square-deformable decoder, W4A8",
+    CODENET_NAME: "CoDeNet reference (ShuffleNetV2 x0.25, config 'trees'), W4A8",
+}
+_CARDS = {MBV2_NAME: f"{MBV2_NAME}.md", CODENET_NAME: "MODEL_CARD.md"}
 
 
 def zoo_dir() -> Path:
@@ -20,26 +39,73 @@ def zoo_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "zoo"
 
 
-def _shipped(suffix: str, what: str, fix: str) -> Path:
-    path = zoo_dir() / f"{SHIPPED_NAME}{suffix}"
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path}: the shipped {what} is missing from this installation; reinstall convforge or {fix}"
-        )
-    return path
+@dataclass(frozen=True)
+class ZooModel:
+    """A shipped detector: its name, a one-line description and its files."""
+
+    name: str
+    description: str
+
+    def _file(self, suffix: str, what: str, fix: str) -> Path:
+        path = zoo_dir() / f"{self.name}{suffix}"
+        if not path.is_file():
+            raise CheckpointError(
+                f"{path}: the shipped {what} of {self.name!r} is missing from this installation; "
+                f"reinstall convforge or {fix}"
+            )
+        return path
+
+    @property
+    def checkpoint(self) -> Path:
+        """The W4A8 (QAT) checkpoint; CheckpointError if missing."""
+        return self._file(".pt", "checkpoint", "pass --checkpoint with a file from `convforge train`")
+
+    @property
+    def qgraph(self) -> Path:
+        """The QGraph's ``.json`` (its ``.npz`` sits beside it); CheckpointError if missing."""
+        return self._file(".json", "QGraph", "export one with `convforge train --phase export`")
+
+    @property
+    def card(self) -> Path:
+        """The model card (Markdown); CheckpointError if missing."""
+        path = zoo_dir() / _CARDS.get(self.name, f"{self.name}.md")
+        if not path.is_file():
+            raise CheckpointError(f"{path}: the model card of {self.name!r} is missing; reinstall convforge")
+        return path
+
+
+def model_names() -> list[str]:
+    """Names of the shipped models, the default first."""
+    return [DEFAULT_NAME, *(n for n in _DESCRIPTIONS if n != DEFAULT_NAME)]
+
+
+def get_model(name: str) -> ZooModel:
+    """A shipped model by name.
+
+    Raises:
+        ConfigError: no shipped model has that name (the message lists them).
+    """
+    if name not in _DESCRIPTIONS:
+        raise ConfigError(f"no shipped model named {name!r}; choose one of {', '.join(model_names())}")
+    return ZooModel(name, _DESCRIPTIONS[name])
+
+
+def default_model() -> ZooModel:
+    """The model tools use when none is named (:data:`DEFAULT_NAME`)."""
+    return get_model(DEFAULT_NAME)
 
 
 def default_checkpoint() -> Path:
-    """Path of the shipped W4A8 (QAT) checkpoint; CheckpointError if it is missing."""
-    return _shipped(".pt", "checkpoint", "pass --checkpoint with a file from `convforge train`")
+    """Path of the default model's W4A8 (QAT) checkpoint; CheckpointError if it is missing."""
+    return default_model().checkpoint
 
 
 def default_qgraph() -> Path:
-    """Path of the shipped QGraph's ``.json`` (its ``.npz`` sits beside it)."""
-    return _shipped(".json", "QGraph", "export one with `convforge train --phase export`")
+    """Path of the default model's QGraph ``.json`` (its ``.npz`` sits beside it)."""
+    return default_model().qgraph
 
 
-def ship_model(run_dir: str | Path, dest: str | Path | None = None, name: str = SHIPPED_NAME) -> tuple[Path, Path]:
+def ship_model(run_dir: str | Path, dest: str | Path | None = None, name: str = DEFAULT_NAME) -> tuple[Path, Path]:
     """Copy a finished run's ``model.pt`` and QGraph into the zoo under ``name``.
 
     The checkpoint is rewritten to name its QGraph ``<name>.json``; the QGraph is saved

@@ -1,4 +1,4 @@
-"""``convforge eval``: AP50 of a trained CoDeNet (float, QAT, or integer QGraph) on a dataset."""
+"""``convforge eval``: AP50 of a trained detector (float, QAT, or integer QGraph) on a dataset."""
 
 from __future__ import annotations
 
@@ -13,16 +13,20 @@ from convforge.sw.argtypes import image_size, positive_int
 NAME = "eval"
 HELP = "evaluate a detector (float, qat or int backend): VOC AP50, PR curve, example detections"
 DESCRIPTION = (
-    "Evaluate a CoDeNet checkpoint on a dataset with the VOC AP at IoU 0.5 (11-point VOC07 by "
+    "Evaluate a detector checkpoint on a dataset with the VOC AP at IoU 0.5 (11-point VOC07 by "
     "default, --auc for the area under the curve). Backends: float (the float weights the "
     "QAT started from), qat (the fake-quantised network), int (the exported QGraph run by the "
-    "integer reference, heads decoded from the integers). Without --checkpoint the detector "
-    "shipped with convforge is used."
+    "integer reference, heads decoded from the integers). Without --checkpoint a detector "
+    "shipped with convforge is used: --model NAME (default: the zoo's default model)."
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from convforge.models.train.zoo import DEFAULT_NAME, model_names
+
     p.add_argument("--checkpoint", default=None, help="checkpoint from `convforge train` (default: shipped model)")
+    p.add_argument("--model", default=None, choices=model_names(),
+                   help=f"shipped model to evaluate when no --checkpoint is given (default {DEFAULT_NAME})")
     p.add_argument("--qgraph", default=None,
                    help="QGraph .json for --backend int (default: the one exported beside the checkpoint; "
                         "otherwise exported from the QAT checkpoint on the fly)")  # fmt: skip
@@ -51,7 +55,15 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     t0 = time.time()
-    loaded = load_for_backend(args.checkpoint, args.backend, args.input_size, args.qgraph)
+    from convforge.errors import ConfigError
+    from convforge.models.train.zoo import default_model, get_model
+
+    if args.checkpoint is not None and args.model is not None:
+        raise ConfigError("give either --checkpoint (a trained file) or --model (a shipped model), not both")
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        checkpoint = (get_model(args.model) if args.model else default_model()).checkpoint
+    loaded = load_for_backend(checkpoint, args.backend, args.input_size, args.qgraph)
     dataset = get_dataset(args.data, train=False, input_size=loaded.input_size)
     from convforge.models.train.evaluate import evaluate
 

@@ -16,9 +16,10 @@ from convforge.sw.argtypes import (
 )
 
 NAME = "train"
-HELP = "train a CoDeNet detector: float, then W4A8 quantisation-aware fine-tuning, then QGraph export"
+HELP = "train a detector (MobileNetV2 or CoDeNet): float, then W4A8 quantisation-aware fine-tuning, then QGraph export"
 DESCRIPTION = (
-    "Train a CoDeNet with CenterNet losses (focal heatmap loss, L1 size and offset), fine-tune it "
+    "Train a detector (--config mbv2-trees: MobileNetV2 from ImageNet weights + CoDeNet decoder; "
+    "trees / a-e / tiny: CoDeNet) with CenterNet losses (focal heatmap loss, L1 size and offset), fine-tune it "
     "with W4A8 quantisation-aware training and export the integer QGraph. All three phases run by "
     "default; --phase runs one. Checkpoints (model, optimiser, epoch, phase, config, seed) are "
     "written to --out every epoch; --resume continues from OUT/last.pt. A validation split is "
@@ -35,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=d.data, help="training data spec: trees:train or voc:/path/to/VOCdevkit")
     p.add_argument("--out", default=d.out, help="output directory for checkpoints, QGraph, curves")
     p.add_argument("--config", dest="model", default=d.model,
-                   help="model config: trees (narrow, CPU-sized), tiny, or a published variant a-e")
+                   help="model config: mbv2-trees / mbv2-s32 (MobileNetV2 detector, stride-16 / stride-32 "
+                   "backbone), trees (narrow CoDeNet, CPU-sized), tiny, or a published CoDeNet a-e")
     p.add_argument("--width", type=positive_float, default=None, help="channel width multiplier on the config")
     p.add_argument("--input-size", type=image_size, default=d.input_size, help="training input side in pixels")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
@@ -50,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="QGraph input side in pixels (416 holds a whole 400x400 tree tile)")
     p.add_argument("--w-bits", type=_W_BITS, default=d.w_bits)
     p.add_argument("--first-w-bits", type=_W_BITS, default=d.first_w_bits)
+    p.add_argument("--dw-w-bits", type=_W_BITS, default=None,
+                   help="weight bits of the depthwise layers (default: --w-bits); recorded per layer in the QGraph")
+    p.add_argument("--init", default=d.init, choices=("auto", "imagenet", "random"),
+                   help="backbone initialisation: auto = ImageNet weights for MobileNetV2, random for CoDeNet")
     p.add_argument("--calib-batches", type=positive_int, default=d.calib_batches)
     p.add_argument("--seed", type=non_negative_int, default=d.seed)
     p.add_argument("--threads", type=positive_int, default=d.threads,
@@ -82,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         export_size=args.export_size,
         w_bits=args.w_bits,
         first_w_bits=args.first_w_bits,
+        dw_w_bits=args.dw_w_bits,
+        init=args.init,
         calib_batches=args.calib_batches,
         seed=args.seed,
         threads=args.threads,

@@ -1,0 +1,155 @@
+"""Open the accelerator behind a backend name and get a per-frame inference function.
+
+``emu`` and ``rtl`` run the PYNQ driver on a :class:`~convforge.sw.runtime.simdevice.SimDevice`;
+``pynq`` runs it on a board's real overlay; ``int`` is the integer reference (the oracle
+the hardware is checked against; needs torch). All hardware backends go through the very
+same driver code: ``pynq.Overlay(...).convforge_0`` -> ``load(Program)`` -> ``run(image)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from convforge.errors import ConfigError, SimulationError
+
+BACKENDS = ("emu", "rtl", "pynq", "int")
+HARDWARE_BACKENDS = ("emu", "rtl", "pynq")
+
+
+@dataclass
+class Session:
+    """A backend ready to run frames.
+
+    Attributes:
+        backend: the backend name.
+        input_size: the network's square input side in pixels.
+        infer: ``infer(image (S, S, 3) uint8) -> (outputs {name: (C, H, W) ints}, frame info)``;
+            frame info has ``seconds`` and, on hardware backends, ``counters``.
+        accel: the driver (hardware backends), else None.
+        info: what was opened (overlay, device, EngineConfig, Program summary).
+    """
+
+    backend: str
+    input_size: int
+    infer: Callable[[np.ndarray], tuple[Mapping[str, np.ndarray], dict]]
+    accel: object | None = None
+    info: dict = field(default_factory=dict)
+
+
+def pynq_board_missing() -> str | None:
+    """None on a PYNQ board; otherwise what is missing, as one sentence."""
+    import platform
+
+    try:
+        import pynq
+    except ImportError:
+        return "pynq is not installed (pip install 'convforge[board]' on the board's PYNQ image)"
+    from convforge.sw.runtime.simdevice import SimDevice, probed_devices
+
+    devices = [d for d in probed_devices() if not isinstance(d, SimDevice)]
+    if devices:
+        return None
+    return (
+        f"pynq {pynq.__version__} found no programmable-logic device on this {platform.machine()} machine "
+        "(a PYNQ board image — Ultra96-V2, PYNQ-Z2, KV260 — runs on armv7l/aarch64 with the FPGA manager); "
+        "run this command on the board with --overlay <convforge.bit beside its .hwh>, or use --backend emu here"
+    )
+
+
+def open_session(
+    backend: str,
+    graph,
+    board: str = "ultra96v2",
+    overlay: str | Path | None = None,
+    program: str | Path | None = None,
+    workdir: str | Path = "out/sim",
+    timeout_s: float | None = None,
+) -> Session:
+    """Open ``backend`` for the QGraph ``graph``.
+
+    Args:
+        backend: ``emu``, ``rtl`` (SimDevice), ``pynq`` (a board) or ``int``.
+        graph: the model's QGraph (compiled for the hardware's EngineConfig unless
+            ``program`` is given).
+        board: board profile: the simulated overlay's design (SimDevice backends) and the
+            DDR bandwidth the cycle model assumes.
+        overlay: the board's ``.bit`` (``pynq``), or a simulated overlay file to use
+            instead of writing one into ``workdir``.
+        program: a Program file to load instead of compiling ``graph``.
+        timeout_s: per-frame timeout (default: the driver's).
+
+    Raises:
+        ConfigError: unknown backend, or ``pynq`` without a board (says what is missing).
+        SimulationError: ``rtl`` while its accelerator model does not exist.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    size = int(graph.tensors[graph.input].shape[1])
+    if backend == "int":
+        return _int_session(graph, size)
+
+    import pynq
+
+    from convforge.sw.runtime import driver as drv
+    from convforge.sw.runtime import simdevice
+
+    if backend == "pynq":
+        missing = pynq_board_missing()
+        if missing:
+            raise ConfigError(f"--backend pynq: {missing}")
+        if overlay is None:
+            raise ConfigError("--backend pynq needs --overlay: the convforge .bit (its .hwh beside it) on the board")
+        device = pynq.Device.active_device
+        if isinstance(device, simdevice.SimDevice):
+            raise ConfigError(
+                "--backend pynq but the active pynq device is a SimDevice (CONVFORGE_SIMDEVICE is set); unset it"
+            )
+        bitfile = Path(overlay)
+    else:
+        device = simdevice.use_simdevice(backend)
+        bitfile = Path(overlay) if overlay else simdevice.write_sim_overlay(Path(workdir) / "convforge_sim.bit", board)
+    if not bitfile.is_file():
+        raise ConfigError(f"{bitfile}: overlay file not found")
+    ol = pynq.Overlay(str(bitfile), device=device)
+    from convforge.hw.ip import ACCEL_INSTANCE
+
+    accel = getattr(ol, ACCEL_INSTANCE)
+    if not isinstance(accel, drv.ConvforgeAccel):
+        raise SimulationError(f"{bitfile}: {ACCEL_INSTANCE} has driver {type(accel).__name__}, not ConvforgeAccel")
+    engine = accel.engine_config()
+    if program is not None:
+        from convforge.sw.runtime.program import Program
+
+        prog = Program.load(Path(program))
+    else:
+        from convforge.hw.boards import get_board
+        from convforge.sw.compiler import compile as compile_program
+
+        prog = compile_program(graph, engine, ddr_gbps=get_board(board).ddr_gbps)
+    accel.load(prog)
+    kwargs = {} if timeout_s is None else {"timeout_s": timeout_s}
+
+    def infer(image: np.ndarray) -> tuple[Mapping[str, np.ndarray], dict]:
+        frame = accel.run(image, **kwargs)
+        return frame.outputs, {"seconds": round(frame.seconds, 6), "counters": frame.counters, "wait": frame.wait}
+
+    info = {"device": device.name, "overlay": str(bitfile), "engine": engine.to_dict(),
+            "descriptors": prog.n_descriptors}  # fmt: skip
+    return Session(backend, size, infer, accel, info)
+
+
+def _int_session(graph, size: int) -> Session:
+    from convforge.models.quant.executor import run_qgraph
+
+    def infer(image: np.ndarray) -> tuple[Mapping[str, np.ndarray], dict]:
+        t0 = time.perf_counter()
+        heads = run_qgraph(graph, image)
+        outs = {k: heads[k][0].numpy() for k in ("hm", "wh", "reg")}
+        return outs, {"seconds": round(time.perf_counter() - t0, 6)}
+
+    return Session("int", size, infer, None, {"device": "integer reference (torch, int64)"})
