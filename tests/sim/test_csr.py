@@ -11,11 +11,13 @@ from convforge.sim.regress import TEST_CONFIG, run_unit_regression
 TB_CASES = 7
 
 
+@pytest.mark.simulator("verilator")
 def test_csr_block_passes_every_register_test_with_random_axi_pauses():
     res = run_unit_regression("csr", TEST_CONFIG, seed=5, cases=40, gap_prob=0.3, stall_prob=0.3)
     assert res.ok and res.passed == TB_CASES, res.summary()
 
 
+@pytest.mark.simulator("verilator")
 def test_csr_block_passes_under_heavy_back_pressure_and_another_seed():
     res = run_unit_regression("csr", TEST_CONFIG, seed=6, cases=15, gap_prob=0.0, stall_prob=0.75)
     assert res.ok and res.passed == TB_CASES, res.summary()
