@@ -79,7 +79,10 @@ def _random_graph(seed: int, blocks: list[str], hw: tuple[int, int], ch: int):
             x = b.bilinear(x, stride=1 if block == "bilinear" else 2, relu=relu)
         elif block == "pool":
             k = int(rng.integers(2, 5))
-            x = b.maxpool(x, k, int(rng.integers(1, 3)), int(rng.integers(0, k // 2 + 1)))
+            s, pad = int(rng.integers(1, 3)), int(rng.integers(0, k // 2 + 1))
+            # a window larger than the (padded) map leaves no output pixel: not a valid layer
+            if min(b.tensors[x].shape[1:]) + 2 * pad >= k:
+                x = b.maxpool(x, k, s, pad)
         elif block == "shuffle_unit" and c >= 2:
             half = c // 2
             s0, s1 = b.split(x, [half, c - half])
