@@ -245,12 +245,13 @@ def derive_requant(r: float, layer: str = "?") -> Requant:
     return Requant(int(M), int(S))
 
 
-def requant(acc, bias, M, S, lo, hi):
+def requant(acc, bias, M, S, lo, hi, channel_axis: int = 1):
     """``sat(rshift_round((acc + bias) * M, S), lo, hi)`` (§3), elementwise.
 
-    ``acc`` is an integer array/tensor with the channel on axis 1 (``N, C, ...``) or a plain
-    vector (or a Python int); ``bias``, ``M``, ``S`` are per-channel vectors (broadcast over
-    the trailing axes) or scalars, ``lo``/``hi`` scalars. Narrow integer dtypes are widened
+    ``acc`` is an integer array/tensor with the channel on axis ``channel_axis`` (default 1:
+    ``N, C, ...``; the emulator's NHWC tensors pass -1) or a plain vector (or a Python int);
+    ``bias``, ``M``, ``S`` are per-channel vectors (broadcast over the other axes) or
+    scalars, ``lo``/``hi`` scalars. Narrow integer dtypes are widened
     to int64 first; the result is int64 (a Python int for int inputs).
 
     Cost: one bound check per call (max/min of the operands, vectorised) on top of the
@@ -275,7 +276,7 @@ def requant(acc, bias, M, S, lo, hi):
     if _torch_tensor(acc):
         import torch
 
-        shape = (1, -1) + (1,) * (acc.dim() - 2) if acc.dim() >= 2 else (-1,)
+        shape = _channel_shape(acc.dim(), channel_axis)
 
         def vec(t, name):
             return as_int64(torch.as_tensor(np.asarray(t) if not _torch_tensor(t) else t), op, name).reshape(shape)
@@ -284,7 +285,7 @@ def requant(acc, bias, M, S, lo, hi):
         nelem = acc.numel()
     else:
         acc = np.asarray(acc, dtype=np.int64)
-        shape = (1, -1) + (1,) * (acc.ndim - 2) if acc.ndim >= 2 else (-1,)
+        shape = _channel_shape(acc.ndim, channel_axis)
 
         def vec(t, name):
             return as_int64(np.asarray(t), op, name).reshape(shape)
@@ -308,6 +309,15 @@ def requant(acc, bias, M, S, lo, hi):
             )
         return sat(rshift_round(t * m, s), lo, hi)
     return sat(acc, lo, hi)
+
+
+def _channel_shape(ndim: int, channel_axis: int) -> tuple[int, ...]:
+    """Shape that broadcasts a per-channel vector along ``channel_axis`` of an ``ndim`` array."""
+    if ndim < 2:
+        return (-1,)
+    shape = [1] * ndim
+    shape[channel_axis] = -1
+    return tuple(shape)
 
 
 def act_range(bits: int, signed: bool) -> tuple[int, int]:

@@ -34,25 +34,12 @@ from convforge.hw.layouts import (
     weight_tile_layout,
 )
 from convforge.hw.packing import layout_bytes, unpack_array
+from convforge.models.quant.intops import requant, rshift_round, sat
 from convforge.sw.runtime.cycles import DEFAULT_DDR_GBPS, descriptor_figures, frame_figures
 from convforge.sw.runtime.program import Program, read_view, write_view
 
 _OPCODES = {int(o) for o in Opcode}
 _DW_MODE = {Opcode.DW_REGULAR: "regular", Opcode.DW_SQUARE: "square", Opcode.DW_BILINEAR: "bilinear"}
-
-
-def requant(acc: np.ndarray, bias: np.ndarray, m: np.ndarray, s: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """``sat(rshift_round((acc + bias) * M, S), lo, hi)`` (INTEGER_SPEC §3), channel last.
-
-    ``acc`` int64 ``(..., C)``; ``bias``, ``m``, ``s`` per channel ``(C,)``.
-    """
-    s = s.astype(np.int64)
-    half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0)
-    v = acc.astype(np.int64) + bias.astype(np.int64)  # a fresh array: the rest works in place
-    v *= m.astype(np.int64)
-    v += half
-    v >>= s
-    return np.clip(v, lo, hi, out=v)
 
 
 @dataclass
@@ -247,7 +234,7 @@ class Emulator:
             acc = cols.astype(dtype) @ w
             if dtype != np.int64:
                 acc = np.rint(acc).astype(np.int64) if dtype == np.float64 else acc.astype(np.int64)
-            out = requant(acc, bias, m, sh, lo, hi).reshape(ho, wo, co)
+            out = requant(acc, bias, m, sh, lo, hi, channel_axis=-1).reshape(ho, wo, co)
         elif op in _DW_MODE:
             if co != ci:
                 raise EmulatorFault(f"descriptor {index}: depthwise pass with {ci} input and {co} output channels",
@@ -263,14 +250,14 @@ class Emulator:
                 offs = self._read(memory, d["src2"], ho, wo, 18)
                 lim = int(d["offset_range"]) << int(d["frac_bits"])
                 acc = _dw_bilinear(x, w, np.clip(offs, -lim, lim), s, p, dil, int(d["frac_bits"]), ho, wo)
-            out = requant(acc, bias, m, sh, lo, hi)
+            out = requant(acc, bias, m, sh, lo, hi, channel_axis=-1)
         elif op == Opcode.MAXPOOL:
             out = _maxpool(x, k, s, p, ho, wo)
         elif op == Opcode.ADD:
             b = self._read(memory, d["src2"], ho, wo, co)
-            one = np.ones(1, dtype=np.int64)
-            out = requant(x.astype(np.int64) * int(d["add_ma"]), b.astype(np.int64) * int(d["add_mb"]),
-                          one, one * int(d["add_s"]), lo, hi)
+            # INTEGER_SPEC §4 add: sat(rshift_round(a*Ma + b*Mb, S), lo, hi)
+            out = sat(rshift_round(x.astype(np.int64) * int(d["add_ma"]) + b.astype(np.int64) * int(d["add_mb"]),
+                                   int(d["add_s"])), lo, hi)
         elif op == Opcode.COPY:
             out = x
         else:  # pragma: no cover - END is handled by run()
