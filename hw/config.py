@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import typing
+import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,14 @@ from convforge.errors import ConfigError
 
 #: Depthwise-unit modes that can be built.
 DW_MODES = ("regular", "square", "bilinear")
+
+#: Width of one CSR word of the EngineConfig encoding (:meth:`EngineConfig.to_csr_words`).
+CSR_WORD_BITS = 32
+#: Floats are encoded in units of 1/CSR_FLOAT_SCALE (thousandths: 250.0 MHz -> 250000).
+CSR_FLOAT_SCALE = 1000
+#: Choice vocabularies of string / tuple-of-string fields, for the CSR encoding (a field
+#: may instead carry ``metadata={"choices": (...)}`` or a ``Literal[...]`` type).
+CSR_CHOICES: dict[str, tuple[str, ...]] = {"dw_modes": DW_MODES}
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,83 @@ class EngineConfig:
         except TypeError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
 
+    # -- CSR encoding (register map, hw/regmap/convforge.rdl: CFG_COUNT, CFG[]) ----------
+    @classmethod
+    def csr_field_names(cls) -> tuple[str, ...]:
+        """Names of the fields encoded by :meth:`to_csr_words`, in word order (dataclass order)."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def csr_word_count(cls) -> int:
+        """``len(to_csr_words())``: one word per field plus the hash word."""
+        return len(fields(cls)) + 1
+
+    def to_csr_words(self) -> list[int]:
+        """The EngineConfig as the read-only CFG registers expose it: one unsigned 32-bit
+        word per dataclass field (generic over :func:`dataclasses.fields`, in field
+        order), then a CRC-32 hash word (:func:`zlib.crc32` over every field's name and
+        word, so a renamed, added or reordered field changes it too).
+
+        Per field type: ``bool`` -> 0/1; ``int`` -> the value (0 .. 2**32-1); ``float``
+        -> the value in thousandths (``250.0`` -> ``250000``); a string with choices -> its
+        index; a tuple of strings -> a bit mask over the choices (bit ``i`` = choice ``i``;
+        choices from :data:`CSR_CHOICES`, the field's ``metadata["choices"]`` or a
+        ``Literal`` type).
+
+        Raises:
+            ConfigError: a value has no exact encoding (negative or >= 2**32, a float not
+                a multiple of 0.001, a field type without an encoding); the message names
+                the field.
+        """
+        words = [_csr_encode(self, f) for f in fields(self)]
+        return [*words, _csr_hash(self.csr_field_names(), words)]
+
+    @classmethod
+    def from_csr_words(cls, words: typing.Sequence[int], source: str = "CFG registers") -> EngineConfig:
+        """Inverse of :meth:`to_csr_words` (tuples of choices come back in choice order).
+
+        Raises:
+            ConfigError: wrong word count or hash (the hardware was built by a convforge
+                with other EngineConfig fields: rebuild it or use the matching convforge),
+                or a word that decodes to an invalid value (names the field).
+        """
+        names = cls.csr_field_names()
+        words = [int(w) for w in words]
+        if len(words) != len(names) + 1:
+            raise ConfigError(
+                f"{source}: {len(words)} EngineConfig words, this convforge encodes "
+                f"{len(names) + 1} ({len(names)} fields + hash); the hardware was built by a "
+                f"convforge with other EngineConfig fields: rebuild the bitstream with this version"
+            )
+        expect = _csr_hash(names, words[:-1])
+        if words[-1] != expect:
+            raise ConfigError(
+                f"{source}: EngineConfig hash word 0x{words[-1]:08x} != 0x{expect:08x} computed "
+                f"from the field words: the hardware encodes other fields (rebuild the bitstream "
+                f"with this convforge) or the registers were misread"
+            )
+        hints = typing.get_type_hints(cls, include_extras=True)
+        values = {f.name: _csr_decode(f, hints[f.name], w, source)
+                  for f, w in zip(fields(cls), words[:-1], strict=True)}
+        return cls.from_dict(values, source=source)
+
+    def csr_differences(self, words: typing.Sequence[int]) -> list[str]:
+        """Fields whose CSR words differ from ``words`` (e.g. read from the hardware), as
+        ``"name: here <value>, there <decoded value or raw word>"``; empty when equal."""
+        mine = self.to_csr_words()
+        out = []
+        hints = typing.get_type_hints(type(self), include_extras=True)
+        for f, a, b in zip(fields(self), mine, words, strict=False):
+            if a != int(b):
+                try:
+                    other: Any = _csr_decode(f, hints[f.name], int(b), "CFG registers")
+                except ConfigError:
+                    other = f"word 0x{int(b):08x}"
+                out.append(f"{f.name}: here {getattr(self, f.name)!r}, there {other!r}")
+        if len(words) != len(mine):
+            out.append(f"word count: here {len(mine)}, there {len(words)}")
+        return out
+
     def to_toml(self) -> str:
         lines = ["[engine]"]
         for key, value in self.to_dict().items():
@@ -182,3 +269,91 @@ class EngineConfig:
             f"line {self.line_width} px, D_max {self.d_max}, F {self.frac_bits}, R {self.offset_range}, "
             f"{self.clock_mhz:g} MHz, peak {self.peak_gops:.1f} GOPS"
         )
+
+
+# -- CSR encoding helpers -----------------------------------------------------------------
+def _csr_choices(f: dataclasses.Field, hint: Any) -> tuple[str, ...] | None:
+    if "choices" in f.metadata:
+        return tuple(f.metadata["choices"])
+    if f.name in CSR_CHOICES:
+        return CSR_CHOICES[f.name]
+    for t in (hint, *typing.get_args(hint)):
+        if typing.get_origin(t) is typing.Literal:
+            return tuple(typing.get_args(t))
+    return None
+
+
+def _csr_kind(f: dataclasses.Field, hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        return "bool"
+    if hint is int:
+        return "int"
+    if hint is float:
+        return "float"
+    if hint is str or origin is typing.Literal:
+        return "choice"
+    if origin is tuple:
+        return "choices"
+    raise ConfigError(
+        f"EngineConfig.{f.name}: type {hint!r} has no CSR encoding; use bool, int, float, a "
+        f"string or tuple of strings with choices (convforge.hw.config.CSR_CHOICES)"
+    )
+
+
+def _csr_encode(cfg: EngineConfig, f: dataclasses.Field) -> int:
+    hint = typing.get_type_hints(type(cfg), include_extras=True)[f.name]
+    value = getattr(cfg, f.name)
+    kind = _csr_kind(f, hint)
+    if kind == "bool":
+        word = int(bool(value))
+    elif kind == "int":
+        word = int(value)
+    elif kind == "float":
+        word = round(value * CSR_FLOAT_SCALE)
+        if abs(word - value * CSR_FLOAT_SCALE) > 1e-6 * max(1.0, abs(value)):
+            raise ConfigError(
+                f"EngineConfig.{f.name} = {value!r}: the CSR encoding holds multiples of "
+                f"{1 / CSR_FLOAT_SCALE:g}; round it (e.g. {round(value, 3)!r})"
+            )
+    else:
+        choices = _csr_choices(f, hint)
+        if choices is None:
+            raise ConfigError(
+                f"EngineConfig.{f.name}: no choice list for its CSR encoding; add "
+                f"metadata={{'choices': (...)}} to the field or an entry to CSR_CHOICES"
+            )
+        items = (value,) if kind == "choice" else tuple(value)
+        bad = [v for v in items if v not in choices]
+        if bad:
+            raise ConfigError(f"EngineConfig.{f.name}: {bad[0]!r} is not one of {choices}")
+        word = choices.index(value) if kind == "choice" else sum(1 << choices.index(v) for v in set(items))
+    if not 0 <= word < 1 << CSR_WORD_BITS:
+        raise ConfigError(
+            f"EngineConfig.{f.name} = {value!r}: its CSR word {word} is outside "
+            f"[0, 2**{CSR_WORD_BITS}); the register map holds unsigned 32-bit words"
+        )
+    return word
+
+
+def _csr_decode(f: dataclasses.Field, hint: Any, word: int, source: str) -> Any:
+    kind = _csr_kind(f, hint)
+    if kind == "bool":
+        return bool(word)
+    if kind == "int":
+        return word
+    if kind == "float":
+        return word / CSR_FLOAT_SCALE
+    choices = _csr_choices(f, hint) or ()
+    if kind == "choice":
+        if word >= len(choices):
+            raise ConfigError(f"{source}: EngineConfig.{f.name} word {word} is not an index of {choices}")
+        return choices[word]
+    if word >> len(choices):
+        raise ConfigError(f"{source}: EngineConfig.{f.name} word 0x{word:x} has bits beyond {choices}")
+    return tuple(c for i, c in enumerate(choices) if word >> i & 1)
+
+
+def _csr_hash(names: typing.Sequence[str], words: typing.Sequence[int]) -> int:
+    data = b"".join(n.encode() + b"\0" + int(w).to_bytes(4, "little") for n, w in zip(names, words, strict=True))
+    return zlib.crc32(data) & 0xFFFFFFFF

@@ -1,0 +1,5 @@
+import sys
+
+from convforge.hw.regmap import main
+
+sys.exit(main())
