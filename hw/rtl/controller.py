@@ -1,0 +1,421 @@
+"""The accelerator's engine: controller, DMA and the byte-serial element units.
+
+:class:`Engine` runs a whole Program (:mod:`convforge.hw.layouts.program`) from one
+``start``: it fetches each descriptor over AXI from ``base_addr + prog_offset + 128*i``,
+checks it, executes it, and stops at END (``done``) or at the first fault (``done`` with an
+error code and the failing descriptor's index). It is the part of the accelerator top
+(:mod:`convforge.hw.rtl.accel`) behind the CSR block; its control ports are the CSR
+block's.
+
+Built opcodes: END, COPY, ADD (the verified :class:`~convforge.hw.rtl.pool_add.ResidualAdd`
+with one lane), MAXPOOL (running maximum over the taps, padded taps skipped). **Not yet
+built**: CONV_PW, CONV_KXK, DW_REGULAR, DW_SQUARE, DW_BILINEAR -- a descriptor with one of
+them is refused with ``BAD_OPCODE`` (never skipped).
+
+Execution, per output pixel ``(y, x)`` of a descriptor: each operand's channel vector is
+one DMA span ``[addr, addr + (C-1)*channel_stride + 1)`` with
+``addr = base + offset + channel_offset + (y >> upsample)*row_stride + (x >> upsample)*pixel_stride``
+(the view formula of :mod:`convforge.hw.layouts.program`); read spans are gathered into
+an on-chip channel buffer (every ``channel_stride``-th byte), the result is scattered back
+with write strobes. Max pool loads each in-bounds tap into the running maximum; ADD loads
+``src`` and ``src2`` then streams both through the residual-add pipeline into the writer.
+Cost: about ``span + 12`` cycles per span plus the AXI latency (one byte per cycle), and
+one 128-byte read per descriptor.
+
+Checks, in the emulator's order (:class:`convforge.sw.runtime.emulator.Emulator`):
+
+* ``PROG_LENGTH`` = 0 or the descriptors reach past ``buf_bytes``: ADDRESS_RANGE, index 0;
+* opcode 9..15: BAD_OPCODE; END: done; ``config_tag`` differs from this engine's:
+  CONFIG_MISMATCH; an opcode that is not built: BAD_OPCODE;
+* destination ``upsample``, kernel or stride 0 (not COPY), channels 0 or above
+  ``max_channels``, zero heights / widths / channel strides, ADD with differing
+  input / output shapes, MAXPOOL with ``pad >= kernel``: BAD_DESCRIPTOR;
+* any byte of an operand's whole view at or past ``buf_bytes``: ADDRESS_RANGE;
+* an AXI SLVERR / DECERR on a descriptor fetch or data transfer: AXI_SLVERR / AXI_DECERR;
+* no AXI handshake for ``watchdog_cycles`` while a transfer is pending: TIMEOUT (the bus
+  is hung; the engine stops without draining it);
+* the last of ``PROG_LENGTH`` descriptors executed without END: NO_END, that index.
+
+After a fault or a ``soft_reset`` the DMA completes the bursts already issued (reads
+drained, writes with ``WSTRB = 0``) before the engine accepts the next ``start``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from amaranth import Cat, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from convforge.errors import ConfigError
+from convforge.hw.config import EngineConfig
+from convforge.hw.layouts.csr import ErrorCode
+from convforge.hw.layouts.program import DESCRIPTOR_BYTES, Opcode, config_tag, descriptor_layout, view_layout
+from convforge.hw.rtl.dma import SPAN_BITS, ReadDma, Resp, WriteDma, axi4_signature
+from convforge.hw.rtl.pool_add import ResidualAdd
+
+#: Opcodes this engine executes (END included); every other valid opcode is BAD_OPCODE.
+BUILT_OPCODES = (Opcode.END, Opcode.COPY, Opcode.ADD, Opcode.MAXPOOL)
+#: Bits of ``unit_busy``: pointwise array, depthwise, pool, add, DMA (CSR BUSY_* order).
+UNIT_BUSY_BITS = ("pw", "dw", "pool", "add", "dma")
+#: Default watchdog: cycles without an AXI handshake while a transfer is pending.
+WATCHDOG_CYCLES = 1 << 20
+
+
+class Engine(wiring.Component):
+    """Controller + DMA + units (see the module docstring).
+
+    Parameters:
+        cfg: the EngineConfig (AXI data width, ``max_channels`` = channel-buffer depth,
+            the descriptor layout and its config tag).
+        addr_bits: AXI address width (board fact: 32 on Zynq-7000, 40/49 on ZynqMP).
+        max_burst: beats per burst; max_outstanding: read bursts in flight.
+        watchdog_cycles: TIMEOUT after this many cycles without an AXI handshake.
+
+    Ports:
+        m_axi: Out(:func:`~convforge.hw.rtl.dma.axi4_signature`) -- DDR.
+        start, soft_reset: In(1) pulses; base_addr: In(64) bytes; prog_offset: In(32)
+            bytes from base; prog_length: In(32) descriptors; buf_bytes: In(32) size of the
+            Program's buffer in bytes (every address must fall below base + buf_bytes).
+        busy, done: Out(1); error_code: Out(8) (:class:`~convforge.hw.layouts.csr.ErrorCode`);
+        error_index: Out(32) failing descriptor.
+        unit_busy: Out(5) -- :data:`UNIT_BUSY_BITS`, one bit per unit, high in busy cycles.
+        dma_rd_bytes, dma_wr_bytes: Out(range(axi_data_bits // 8 + 1)) -- bytes moved
+            this cycle (whole R beats; strobed W bytes).
+    """
+
+    def __init__(self, cfg: EngineConfig, addr_bits: int = 32, max_burst: int = 16,
+                 max_outstanding: int = 4, watchdog_cycles: int = WATCHDOG_CYCLES) -> None:
+        if watchdog_cycles < 16:
+            raise ConfigError(f"watchdog_cycles={watchdog_cycles}: needs at least 16 cycles")
+        self.cfg = cfg
+        self.addr_bits, self.max_burst, self.max_outstanding = addr_bits, max_burst, max_outstanding
+        self.watchdog_cycles = watchdog_cycles
+        nbytes = range(cfg.axi_data_bits // 8 + 1)
+        super().__init__({
+            "m_axi": Out(axi4_signature(addr_bits, cfg.axi_data_bits)),
+            "start": In(1), "soft_reset": In(1),
+            "base_addr": In(64), "prog_offset": In(32), "prog_length": In(32), "buf_bytes": In(32),
+            "busy": Out(1), "done": Out(1), "error_code": Out(8), "error_index": Out(32),
+            "unit_busy": Out(len(UNIT_BUSY_BITS)),
+            "dma_rd_bytes": Out(nbytes), "dma_wr_bytes": Out(nbytes),
+        })
+
+    def elaborate(self, platform) -> Module:  # noqa: ARG002, PLR0915
+        cfg = self.cfg
+        m = Module()
+        m.submodules.reader = reader = ReadDma(self.addr_bits, cfg.axi_data_bits, self.max_burst,
+                                               self.max_outstanding)
+        m.submodules.writer = writer = WriteDma(self.addr_bits, cfg.axi_data_bits, self.max_burst)
+        for part in (reader, writer):
+            for name, member in part.axi.signature.members.items():
+                if member.flow == wiring.Out:
+                    m.d.comb += getattr(self.m_axi, name).eq(getattr(part.axi, name))
+                else:
+                    m.d.comb += getattr(part.axi, name).eq(getattr(self.m_axi, name))
+        dma_idle = reader.idle & writer.idle
+        m.d.comb += [self.dma_rd_bytes.eq(Mux(reader.beat, cfg.axi_data_bits // 8, 0)),
+                     self.dma_wr_bytes.eq(writer.wbytes)]
+
+        # -- latched frame parameters and the descriptor ------------------------------------
+        layout = descriptor_layout(cfg)
+        vlayout = view_layout(cfg)
+        base = Signal(64)
+        prog_off = Signal(32)
+        n_desc = Signal(32)
+        buf_bytes = Signal(32)
+        idx = Signal(32)
+        raw = Signal(DESCRIPTOR_BYTES * 8)
+        desc = data.View(layout, raw)
+        op = desc.opcode
+        tag = config_tag(cfg)
+
+        err = Signal(8)
+        err_idx = Signal(32)
+        done = Signal()
+        pending = Signal()
+        m.d.comb += [self.error_code.eq(err), self.error_index.eq(err_idx), self.done.eq(done)]
+
+        ci, co = desc.in_channels, desc.out_channels
+        hi_, wi, ho, wo = desc.in_height, desc.in_width, desc.out_height, desc.out_width
+        k, st, pad = desc.kernel, desc.stride, desc.pad
+        is_copy, is_add, is_pool = op == Opcode.COPY, op == Opcode.ADD, op == Opcode.MAXPOOL
+        # pixels iterated: COPY over the input, ADD and MAXPOOL over the output
+        ph = Signal(16)
+        pw = Signal(16)
+        m.d.comb += [ph.eq(Mux(is_copy, hi_, ho)), pw.eq(Mux(is_copy, wi, wo))]
+
+        # -- checks ---------------------------------------------------------------------------
+        def last_byte(v, h, w, c, name):
+            """Offset (from base) of the view's last byte for an (h, w, c) logical shape."""
+            out = Signal(52, name=name)
+            up = v.upsample
+            m.d.comb += out.eq(v.offset + v.channel_offset + ((h - 1) >> up) * v.row_stride
+                               + ((w - 1) >> up) * v.pixel_stride + (c - 1) * v.channel_stride)
+            return out
+
+        src_last = last_byte(desc.src, hi_, wi, ci, "src_last")
+        src2_last = last_byte(desc.src2, ho, wo, co, "src2_last")
+        dst_last = last_byte(desc.dst, Mux(is_pool, ho, hi_), Mux(is_pool, wo, wi), ci, "dst_last")
+        out_of_range = Signal()
+        m.d.comb += out_of_range.eq((src_last >= buf_bytes) | (dst_last >= buf_bytes)
+                                    | (is_add & (src2_last >= buf_bytes)))
+        bad_field = Signal()
+        m.d.comb += bad_field.eq(
+            desc.dst.upsample
+            | (~is_copy & ((k == 0) | (st == 0)))
+            | (ci == 0) | (ci > cfg.max_channels)
+            | (hi_ == 0) | (wi == 0) | (ph == 0) | (pw == 0)
+            | (desc.src.channel_stride == 0) | (desc.dst.channel_stride == 0)
+            | (is_add & ((co != ci) | (ho != hi_) | (wo != wi) | (desc.src2.channel_stride == 0)))
+            | (is_pool & (pad >= k)))
+        built = Signal()
+        m.d.comb += built.eq(is_copy | is_add | is_pool)
+
+        # -- channel buffers ------------------------------------------------------------------
+        m.submodules.buf_a = buf_a = memory.Memory(shape=unsigned(8), depth=cfg.max_channels, init=[])
+        m.submodules.buf_b = buf_b = memory.Memory(shape=unsigned(8), depth=cfg.max_channels, init=[])
+        a_rd, a_wr = buf_a.read_port(domain="comb"), buf_a.write_port()
+        b_rd, b_wr = buf_b.read_port(domain="comb"), buf_b.write_port()
+
+        radd_rst = Signal()
+        m.submodules.radd = radd = ResetInserter(radd_rst)(ResidualAdd(cfg, lanes=1))
+        m.d.comb += [radd.a_signed.eq(desc.src.signed), radd.b_signed.eq(desc.src2.signed),
+                     radd.ma.eq(desc.add_ma), radd.mb.eq(desc.add_mb), radd.s.eq(desc.add_s),
+                     radd.lo.eq(desc.lo), radd.hi.eq(desc.hi)]
+
+        # -- the current move: one span of one operand --------------------------------------------
+        oy, ox = Signal(16), Signal(16)
+        my, mx = Signal(signed(24)), Signal(signed(24))
+        sel = Signal(2)                 # 0 src, 1 src2, 2 dst
+        phase = Signal(2)               # per pixel: 0 src, 1 src2, 2 store, 3 next pixel
+        tap_i, tap_j = Signal(4), Signal(4)
+        first = Signal()                # max pool: no tap loaded yet for this pixel
+        v = Signal(vlayout)
+        with m.Switch(sel):
+            with m.Case(0):
+                m.d.comb += v.eq(desc.src)
+            with m.Case(1):
+                m.d.comb += v.eq(desc.src2)
+            with m.Default():
+                m.d.comb += v.eq(desc.dst)
+        move_addr = Signal(self.addr_bits)
+        span = Signal(SPAN_BITS)
+        pos = Signal(SPAN_BITS)
+        cs_phase = Signal(8)
+        ch = Signal(range(cfg.max_channels + 1))
+        feed = Signal(range(cfg.max_channels + 1))
+        last_pos = pos == span - 1
+        cs_next = Mux(cs_phase + 1 == v.channel_stride, 0, cs_phase + 1)
+
+        # max pool tap coordinates
+        iy, ix = Signal(signed(24)), Signal(signed(24))
+        m.d.comb += [iy.eq(oy * st - pad + tap_i), ix.eq(ox * st - pad + tap_j)]
+        tap_inside = (iy >= 0) & (iy < hi_) & (ix >= 0) & (ix < wi)
+
+        # -- watchdog -------------------------------------------------------------------------
+        ax = self.m_axi
+        handshake = ((ax.arvalid & ax.arready) | (ax.rvalid & ax.rready) | (ax.awvalid & ax.awready)
+                     | (ax.wvalid & ax.wready) | (ax.bvalid & ax.bready))
+        wd = Signal(range(self.watchdog_cycles + 1))
+        with m.If(handshake | dma_idle):
+            m.d.sync += wd.eq(0)
+        with m.Elif(wd != self.watchdog_cycles):
+            m.d.sync += wd.eq(wd + 1)
+        hung = wd == self.watchdog_cycles
+        dma_err = Signal(2)
+        m.d.comb += dma_err.eq(Mux(reader.error != 0, reader.error, writer.error))
+
+        abort = Signal()
+        m.d.comb += [reader.abort.eq(abort), writer.abort.eq(abort)]
+        clear = Signal()
+        m.d.comb += [reader.clear.eq(clear), writer.clear.eq(clear)]
+
+        with m.If(self.start):
+            m.d.sync += pending.eq(1)
+
+        def fault(code, index=None):
+            m.d.sync += [err.eq(code), err_idx.eq(idx if index is None else index)]
+            m.next = "DRAIN"
+
+        def start_move(selector, y, x):
+            m.d.sync += [sel.eq(selector), my.eq(y), mx.eq(x)]
+            m.next = "ADDR"
+
+        @contextmanager
+        def state(name: str) -> Iterator[None]:
+            """An FSM state whose last statements (which win) end the frame on an AXI error,
+            a hung bus or a soft reset."""
+            with m.State(name):
+                yield
+                if name not in ("IDLE", "RESET_DRAIN", "DRAIN"):
+                    with m.If(dma_err != 0):
+                        fault(Mux(dma_err == Resp.DECERR, ErrorCode.AXI_DECERR, ErrorCode.AXI_SLVERR))
+                if name not in ("IDLE", "RESET_DRAIN"):
+                    with m.If(hung):
+                        m.d.sync += [err.eq(ErrorCode.TIMEOUT), err_idx.eq(idx), done.eq(1)]
+                        m.next = "IDLE"
+                with m.If(self.soft_reset):
+                    m.d.sync += [done.eq(0), err.eq(0), err_idx.eq(0), pending.eq(0)]
+                    m.next = "RESET_DRAIN"
+
+        with m.FSM(name="ctrl") as fsm:
+            with state("IDLE"):
+                with m.If(pending & dma_idle):
+                    m.d.sync += [pending.eq(0), done.eq(0), err.eq(0), err_idx.eq(0), idx.eq(0),
+                                 base.eq(self.base_addr), prog_off.eq(self.prog_offset),
+                                 n_desc.eq(self.prog_length), buf_bytes.eq(self.buf_bytes)]
+                    m.d.comb += clear.eq(1)
+                    m.next = "PROGCHECK"
+            with state("PROGCHECK"):
+                with m.If((n_desc == 0) | (prog_off + (n_desc << 7) > buf_bytes)):
+                    fault(ErrorCode.ADDRESS_RANGE, 0)
+                with m.Else():
+                    m.next = "FETCH"
+            with state("FETCH"):
+                m.d.comb += [reader.cmd_valid.eq(1),
+                             reader.cmd_addr.eq(base + prog_off + (idx << 7)),
+                             reader.cmd_bytes.eq(DESCRIPTOR_BYTES)]
+                with m.If(reader.cmd_ready):
+                    m.d.sync += pos.eq(0)
+                    m.next = "FETCH_DATA"
+            with state("FETCH_DATA"):
+                m.d.comb += reader.o.ready.eq(1)
+                with m.If(reader.o.valid):
+                    m.d.sync += [raw.eq(Cat(raw[8:], reader.o.payload)), pos.eq(pos + 1)]
+                    with m.If(pos == DESCRIPTOR_BYTES - 1):
+                        m.next = "DECODE"
+            with state("DECODE"):
+                with m.If(op > max(int(o) for o in Opcode)):
+                    fault(ErrorCode.BAD_OPCODE)
+                with m.Elif(op == Opcode.END):
+                    m.next = "FINISH"
+                with m.Elif(desc.config_tag != tag):
+                    fault(ErrorCode.CONFIG_MISMATCH)
+                with m.Elif(~built):
+                    fault(ErrorCode.BAD_OPCODE)
+                with m.Elif(bad_field):
+                    fault(ErrorCode.BAD_DESCRIPTOR)
+                with m.Elif(out_of_range):
+                    fault(ErrorCode.ADDRESS_RANGE)
+                with m.Else():
+                    m.d.sync += [oy.eq(0), ox.eq(0), phase.eq(0), tap_i.eq(0), tap_j.eq(0), first.eq(1)]
+                    m.next = "SEQ"
+            with state("SEQ"):
+                m.d.comb += radd_rst.eq(1)
+                with m.Switch(phase):
+                    with m.Case(0):
+                        with m.If(is_pool):
+                            with m.If(tap_i == k):
+                                m.d.sync += phase.eq(2)
+                            with m.Else():
+                                with m.If(tap_j == k - 1):
+                                    m.d.sync += [tap_j.eq(0), tap_i.eq(tap_i + 1)]
+                                with m.Else():
+                                    m.d.sync += tap_j.eq(tap_j + 1)
+                                with m.If(tap_inside):
+                                    start_move(0, iy, ix)
+                        with m.Else():
+                            m.d.sync += phase.eq(Mux(is_add, 1, 2))
+                            start_move(0, oy, ox)
+                    with m.Case(1):
+                        m.d.sync += phase.eq(2)
+                        start_move(1, oy, ox)
+                    with m.Case(2):
+                        m.d.sync += phase.eq(3)
+                        start_move(2, oy, ox)
+                    with m.Case(3):
+                        m.d.sync += [phase.eq(0), tap_i.eq(0), tap_j.eq(0), first.eq(1)]
+                        with m.If(ox == pw - 1):
+                            m.d.sync += ox.eq(0)
+                            with m.If(oy == ph - 1):
+                                m.next = "BARRIER"
+                            with m.Else():
+                                m.d.sync += oy.eq(oy + 1)
+                        with m.Else():
+                            m.d.sync += ox.eq(ox + 1)
+            with state("ADDR"):
+                up = v.upsample
+                m.d.sync += [
+                    move_addr.eq(base + v.offset + v.channel_offset + (my.as_unsigned() >> up) * v.row_stride
+                                 + (mx.as_unsigned() >> up) * v.pixel_stride),
+                    span.eq((ci - 1) * v.channel_stride + 1),
+                    pos.eq(0), cs_phase.eq(0), ch.eq(0), feed.eq(0),
+                ]
+                with m.If(sel == 2):
+                    m.next = "WCMD"
+                with m.Else():
+                    m.next = "RCMD"
+            with state("RCMD"):
+                m.d.comb += [reader.cmd_valid.eq(1), reader.cmd_addr.eq(move_addr), reader.cmd_bytes.eq(span)]
+                with m.If(reader.cmd_ready):
+                    m.next = "RDATA"
+            with state("RDATA"):
+                byte = reader.o.payload
+                m.d.comb += [reader.o.ready.eq(1), a_rd.addr.eq(ch)]
+                cur = a_rd.data
+                bigger = Mux(v.signed, byte.as_signed() > cur.as_signed(), byte > cur)
+                with m.If(reader.o.valid):
+                    m.d.sync += [pos.eq(pos + 1), cs_phase.eq(cs_next)]
+                    with m.If(cs_phase == 0):
+                        m.d.sync += ch.eq(ch + 1)
+                        with m.If(sel == 1):
+                            m.d.comb += [b_wr.addr.eq(ch), b_wr.data.eq(byte), b_wr.en.eq(1)]
+                        with m.Else():
+                            m.d.comb += [a_wr.addr.eq(ch), a_wr.data.eq(byte),
+                                         a_wr.en.eq(~is_pool | first | bigger)]
+                    with m.If(last_pos):
+                        m.d.sync += first.eq(0)
+                        m.next = "SEQ"
+            with state("WCMD"):
+                m.d.comb += [writer.cmd_valid.eq(1), writer.cmd_addr.eq(move_addr), writer.cmd_bytes.eq(span)]
+                with m.If(writer.cmd_ready):
+                    m.next = "WDATA"
+            with state("WDATA"):
+                # the source of channel bytes: ADD's pipeline, else buffer A in order
+                m.d.comb += [b_rd.addr.eq(feed), a_rd.addr.eq(Mux(is_add, feed, ch))]
+                m.d.comb += [radd.a.payload[0].eq(a_rd.data), radd.b.payload[0].eq(b_rd.data),
+                             radd.a.valid.eq(is_add & (feed < ci)), radd.b.valid.eq(is_add & (feed < ci))]
+                with m.If(radd.a.valid & radd.a.ready):
+                    m.d.sync += feed.eq(feed + 1)
+                src_valid = Mux(is_add, radd.o.valid, 1)
+                src_byte = Mux(is_add, radd.o.payload[0][:8], a_rd.data)
+                take = cs_phase == 0
+                m.d.comb += [writer.i.valid.eq(Mux(take, src_valid, 1)),
+                             writer.i.payload.data.eq(Mux(take, src_byte, 0)),
+                             writer.i.payload.strobe.eq(take),
+                             radd.o.ready.eq(is_add & take & writer.i.ready)]
+                with m.If(writer.i.valid & writer.i.ready):
+                    m.d.sync += [pos.eq(pos + 1), cs_phase.eq(cs_next)]
+                    with m.If(take):
+                        m.d.sync += ch.eq(ch + 1)
+                    with m.If(last_pos):
+                        m.next = "SEQ"
+            with state("BARRIER"):
+                with m.If(writer.idle):
+                    with m.If(idx + 1 == n_desc):
+                        fault(ErrorCode.NO_END)
+                    with m.Else():
+                        m.d.sync += idx.eq(idx + 1)
+                        m.next = "FETCH"
+            with state("FINISH"):
+                with m.If(dma_idle):
+                    m.d.sync += done.eq(1)
+                    m.next = "IDLE"
+            with state("DRAIN"):
+                m.d.comb += abort.eq(1)
+                with m.If(dma_idle):
+                    m.d.sync += done.eq(1)
+                    m.next = "IDLE"
+            with state("RESET_DRAIN"):
+                m.d.comb += abort.eq(1)
+                with m.If(dma_idle):
+                    m.next = "IDLE"
+
+        busy_state = ~fsm.ongoing("IDLE") & ~fsm.ongoing("RESET_DRAIN")
+        exec_state = busy_state & ~fsm.ongoing("DRAIN") & ~fsm.ongoing("FINISH")
+        m.d.comb += [self.busy.eq(busy_state),
+                     self.unit_busy.eq(Cat(0, 0, exec_state & is_pool, exec_state & is_add, ~dma_idle))]
+        return m

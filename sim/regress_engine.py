@@ -1,0 +1,273 @@
+"""Whole-Program regressions of the accelerator engine in cocotb, bit-exact with the emulator.
+
+:func:`random_program` builds a Program image of random COPY / ADD / MAXPOOL descriptors
+(random shapes, channel offsets, channel strides 1..3, padded pixel and row strides,
+upsampled reads, int8 and uint8 operands, descriptors reading earlier outputs) followed
+by END. :func:`fault_cases` derives one image per fault from it. :func:`run_engine` runs
+a list of images on the RTL (:mod:`convforge.sim.tb_engine`) and returns what the engine
+reported and the buffer after each run; :func:`regress_engine` compares every run with
+:class:`convforge.sw.runtime.emulator.Emulator` on the same image: ``np.array_equal`` on
+the whole buffer, and the fault code and descriptor index.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convforge.errors import EmulatorFault
+from convforge.hw.config import EngineConfig
+from convforge.hw.layouts.csr import ErrorCode
+from convforge.hw.layouts.program import DESCRIPTOR_BYTES, Opcode, config_tag, descriptor_layout
+from convforge.hw.packing import pack_array
+from convforge.hw.rtl.controller import Engine
+from convforge.sim.runner import build_design, run_testbench
+from convforge.sw.runtime.emulator import Emulator
+
+#: The engine configuration of the fast tests: 64-bit AXI, 64-channel buffers.
+ENGINE_TEST_CONFIG = EngineConfig(pe_ci=4, pe_co=4, dw_lanes=4, line_width=32, max_channels=64,
+                                  axi_data_bits=64)
+_VIEW_KEYS = ("offset", "channel_offset", "channel_stride", "pixel_stride", "row_stride", "upsample", "signed")
+#: Where the buffer sits in the simulated DDR (not page aligned: bursts must split at 4 KiB).
+BASE_ADDR = 0x1F40
+
+
+def pack_descriptors(cfg: EngineConfig, records: list[dict[str, Any]]) -> np.ndarray:
+    """Descriptor dicts (missing fields 0) -> ``uint8 (N * DESCRIPTOR_BYTES,)``."""
+    cols: dict[str, Any] = {}
+    for key in descriptor_layout(cfg).members:
+        if key in ("src", "src2", "dst"):
+            cols[key] = {k: np.array([r.get(key, {}).get(k, 0) for r in records], dtype=np.int64)
+                         for k in _VIEW_KEYS}
+        elif key != "reserved":
+            cols[key] = np.array([r.get(key, 0) for r in records], dtype=np.int64)
+    return pack_array(descriptor_layout(cfg), cols, count=len(records)).reshape(-1)
+
+
+class _Heap:
+    def __init__(self, start: int) -> None:
+        self.top = start
+
+    def take(self, nbytes: int, align: int = 1) -> int:
+        self.top = -(-self.top // align) * align
+        at = self.top
+        self.top += nbytes
+        return at
+
+
+def _view(rng: random.Random, heap: _Heap, h: int, w: int, c: int, signed: bool, upsample: bool = False
+          ) -> dict[str, int]:
+    """A random strided view of a logical ``(h, w, c)`` tensor in a fresh region."""
+    sh, sw = ((h + 1) // 2, (w + 1) // 2) if upsample else (h, w)
+    cs = rng.choice((1, 1, 2, 3))
+    ch_off = rng.randint(0, 5)
+    ps = ch_off + (c - 1) * cs + 1 + rng.randint(0, 7)
+    rs = sw * ps + rng.randint(0, 9)
+    return {"offset": heap.take(sh * rs, rng.choice((1, 8))), "channel_offset": ch_off, "channel_stride": cs,
+            "pixel_stride": ps, "row_stride": rs, "upsample": int(upsample), "signed": int(signed)}
+
+
+def random_program(cfg: EngineConfig, rng: random.Random, layers: int = 5) -> tuple[np.ndarray, int]:
+    """A buffer image (descriptors at offset 0, random activations after) and its descriptor
+    count (END included)."""
+    tag = config_tag(cfg)
+    heap = _Heap(DESCRIPTOR_BYTES * (layers + 1))
+    records: list[dict[str, Any]] = []
+    outputs: list[tuple[dict[str, int], tuple[int, int, int]]] = []
+    kinds = [Opcode.COPY, Opcode.ADD, Opcode.MAXPOOL]
+    rng.shuffle(kinds)
+    kinds += [rng.choice((Opcode.COPY, Opcode.ADD, Opcode.MAXPOOL)) for _ in range(layers - 3)]
+    for op in kinds:
+        c = rng.randint(1, min(cfg.max_channels, 19))
+        h, w = rng.randint(1, 6), rng.randint(1, 7)
+        signed = rng.random() < 0.5
+        src = None
+        if outputs and rng.random() < 0.5:
+            prev, (ph, pw, pc) = rng.choice(outputs)
+            src, (h, w, c), signed = dict(prev), (ph, pw, pc), bool(prev["signed"])
+        up = src is None and rng.random() < 0.3
+        if src is None:
+            src = _view(rng, heap, h, w, c, signed, up)
+        rec: dict[str, Any] = {"opcode": int(op), "config_tag": tag, "in_channels": c, "out_channels": c,
+                               "in_height": h, "in_width": w, "src": src, "kernel": 1, "stride": 1}
+        if op == Opcode.MAXPOOL:
+            k = rng.randint(1, 3)
+            s = rng.randint(1, 3)
+            p = rng.randint(0, k - 1)
+            ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+            if ho < 1 or wo < 1:
+                k, s, p, ho, wo = 1, 1, 0, h, w
+            rec.update(kernel=k, stride=s, pad=p)
+        else:
+            ho, wo = h, w
+        rec.update(out_height=ho, out_width=wo)
+        out_signed = signed
+        if op == Opcode.ADD:
+            b_signed = rng.random() < 0.5
+            rec["src2"] = _view(rng, heap, ho, wo, c, b_signed, rng.random() < 0.3)
+            out_signed = rng.random() < 0.5
+            rec.update(add_ma=rng.randint(1 << 14, (1 << 15) - 1), add_mb=rng.randint(1 << 14, (1 << 15) - 1),
+                       add_s=rng.choice((14, 15, 15, 16, 0, 40)),
+                       lo=-128 if out_signed else 0, hi=127 if out_signed else rng.choice((255, 6)))
+        rec["dst"] = _view(rng, heap, ho, wo, c, out_signed)
+        records.append(rec)
+        outputs.append((rec["dst"], (ho, wo, c)))
+    records.append({"opcode": int(Opcode.END), "config_tag": tag})
+    image = np.frombuffer(rng.randbytes(heap.top + 16), dtype=np.uint8).copy()
+    desc = pack_descriptors(cfg, records)
+    image[: desc.size] = desc
+    return image, len(records)
+
+
+def decode(cfg: EngineConfig, image: np.ndarray, n: int) -> list[dict[str, Any]]:
+    """The descriptors of ``image`` as dicts (for deriving fault cases)."""
+    from convforge.hw.packing import unpack_array
+
+    fields = unpack_array(descriptor_layout(cfg), image[: n * DESCRIPTOR_BYTES].reshape(n, DESCRIPTOR_BYTES))
+
+    def rec(f, i):
+        return {k: (rec(v, i) if isinstance(v, dict) else int(v[i])) for k, v in f.items() if k != "reserved"}
+
+    return [rec(fields, i) for i in range(n)]
+
+
+@dataclass
+class EngineRun:
+    """One image to run: ``name``, buffer ``image``, descriptors ``n``, optional
+    ``poison`` window ``[lo, hi)`` (buffer offsets answering SLVERR), ``soft_reset_at``
+    (cycles after start), ``expect`` (error code the hardware alone can tell, e.g. AXI)."""
+
+    name: str
+    image: np.ndarray
+    n: int
+    prog_offset: int = 0
+    buf_bytes: int | None = None
+    poison: tuple[int, int] | None = None
+    soft_reset_at: int | None = None
+    expect: tuple[int, int] | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    memory: np.ndarray | None = None
+
+
+def fault_cases(cfg: EngineConfig, image: np.ndarray, n: int, rng: random.Random) -> list[EngineRun]:
+    """One run per fault the engine flags, each derived from a valid Program ``image``."""
+    recs = decode(cfg, image, n)
+    runs = []
+
+    def variant(name: str, index: int, change: dict[str, Any], **kw) -> None:
+        r = [dict(x) for x in recs]
+        for key, value in change.items():
+            if "." in key:
+                view, sub = key.split(".")
+                r[index][view] = {**r[index][view], sub: value}
+            else:
+                r[index][key] = value
+        img = image.copy()
+        img[: n * DESCRIPTOR_BYTES] = pack_descriptors(cfg, r)
+        runs.append(EngineRun(name, img, n, **kw))
+
+    last = n - 2  # the last layer before END
+    variant("bad_opcode", 1, {"opcode": 13})
+    variant("unbuilt_opcode", 1, {"opcode": int(Opcode.CONV_PW)}, expect=(ErrorCode.BAD_OPCODE, 1))
+    variant("config_mismatch", 2, {"config_tag": config_tag(cfg) ^ 0x5A5A})
+    variant("bad_descriptor", last, {"dst.upsample": 1})
+    variant("address_range", 1, {"dst.offset": image.size - 2})
+    runs.append(EngineRun("no_end", image.copy(), n - 1))
+    runs.append(EngineRun("program_range", image.copy(), n, buf_bytes=(n - 1) * DESCRIPTOR_BYTES))
+    src = recs[last]["src"]
+    runs.append(EngineRun("axi_slverr", image.copy(), n, poison=(src["offset"], src["offset"] + 1),
+                          expect=(ErrorCode.AXI_SLVERR, -1)))
+    runs.append(EngineRun("soft_reset", image.copy(), n, soft_reset_at=rng.randint(300, 900),
+                          expect=(ErrorCode.NONE, 0)))
+    return runs
+
+
+def build_engine(cfg: EngineConfig, simulator: str = "verilator"):
+    """Build (or reuse) the engine's simulation."""
+    return build_design("engine", component_factory=lambda: Engine(cfg), simulator=simulator,
+                        params=cfg.to_dict())
+
+
+def run_engine(cfg: EngineConfig, runs: list[EngineRun], *, seed: int, pause_prob: float = 0.3,
+               simulator: str = "verilator", max_cycles: int = 400_000) -> float:
+    """Run every image on the RTL in one simulation; fills ``result`` and ``memory`` of each.
+    Returns the simulation wall time in seconds.
+
+    Raises:
+        SimulationError: the build failed, or the testbench failed (message names its log).
+    """
+    from convforge.errors import SimulationError
+
+    handle = build_engine(cfg, simulator)
+    with tempfile.TemporaryDirectory(prefix="cf-engine-") as tmp:
+        params_runs = []
+        for i, r in enumerate(runs):
+            path = Path(tmp) / f"image{i}.bin"
+            path.write_bytes(r.image.tobytes())
+            params_runs.append({"image": str(path), "prog_offset": r.prog_offset, "prog_length": r.n,
+                                "buf_bytes": r.image.size if r.buf_bytes is None else r.buf_bytes,
+                                "max_cycles": max_cycles, "poison": list(r.poison) if r.poison else None,
+                                "soft_reset_at": r.soft_reset_at})
+        ram = -(-(BASE_ADDR + max(r.image.size for r in runs) + 4096) // 4096) * 4096
+        t0 = time.monotonic()
+        res = run_testbench(handle, "convforge.sim.tb_engine", seed=seed,
+                            params={"seed": seed, "pause_prob": pause_prob, "base": BASE_ADDR,
+                                    "ram_bytes": ram, "runs": params_runs})
+        seconds = time.monotonic() - t0
+        if not res.ok:
+            raise SimulationError(f"engine testbench failed: {res.summary()}")
+        for i, r in enumerate(runs):
+            r.result = json.loads((res.run_dir / f"run{i}.json").read_text())
+            r.memory = np.frombuffer((res.run_dir / f"run{i}.bin").read_bytes(), dtype=np.uint8).copy()
+    return seconds
+
+
+def emulate(cfg: EngineConfig, run: EngineRun) -> tuple[np.ndarray, int, int]:
+    """The emulator on ``run``'s image: (buffer after, fault code, failing index)."""
+    mem = run.image.copy()
+    if run.buf_bytes is not None:
+        mem = mem[: run.buf_bytes].copy()
+    try:
+        Emulator(cfg).run(mem, run.prog_offset, run.n)
+        code, index = 0, 0
+    except EmulatorFault as exc:
+        code, index = int(exc.code), int(exc.index)
+    if run.buf_bytes is not None:
+        full = run.image.copy()
+        full[: mem.size] = mem
+        mem = full
+    return mem, code, index
+
+
+def check_run(cfg: EngineConfig, run: EngineRun) -> list[str]:
+    """Differences between the RTL and the emulator (or ``expect``) for one run."""
+    problems = []
+    res = run.result
+    if run.soft_reset_at is None and not res.get("finished"):
+        return [f"{run.name}: no done within the cycle limit ({res})"]
+    if run.soft_reset_at is not None:
+        if res["busy"] or res["done"] or res["error_code"]:
+            problems.append(f"{run.name}: after soft reset busy={res['busy']} done={res['done']} "
+                            f"error={res['error_code']}")
+        return problems
+    if run.expect is not None:
+        code, index = run.expect
+        if res["error_code"] != code or (index >= 0 and res["error_index"] != index):
+            problems.append(f"{run.name}: error {res['error_code']} at {res['error_index']}, "
+                            f"expected {code} at {index}")
+        return problems  # the emulator does not model this case
+    mem, code, index = emulate(cfg, run)
+    if run.expect is None and (res["error_code"], res["error_index"]) != (code, index):
+        problems.append(f"{run.name}: RTL error {res['error_code']} at {res['error_index']}, "
+                        f"emulator {code} at {index}")
+    if not np.array_equal(mem, run.memory):
+        bad = np.flatnonzero(mem != run.memory)
+        problems.append(f"{run.name}: {bad.size} bytes differ from the emulator, first at offsets {bad[:8].tolist()}")
+    return problems
