@@ -50,16 +50,10 @@ def bench_model_info() -> dict:
 
 
 def _exported(config: str, num_classes: int = 20):
-    from convforge.models.nets import CONFIGS, build_codenet
-    from convforge.models.quant import calibrate, export_qgraph, prepare_qat
+    from convforge.models.quant.export import calibrated_codenet
 
-    torch.manual_seed(0)
-    size = tuple(CONFIGS[config].input_size)
-    model = build_codenet(config, num_classes=num_classes)
-    prepare_qat(model, input_hw=size)
-    calibrate(model, [torch.rand(2, 3, *size) * 255 for _ in range(2)])
-    model.eval()
-    return model, export_qgraph(model, size), size
+    model, graph = calibrated_codenet(config, num_classes)
+    return model, graph, tuple(graph.tensors[graph.input].shape[1:])
 
 
 def bench_integer_reference() -> dict:
@@ -134,12 +128,131 @@ def bench_synth() -> dict:
     return out
 
 
+#: CoDeNet's published Ultra96 frame rates (FPGA'21, Table 4).
+CODENET_FPS = {"a": 32.2, "b": 26.9, "c": 9.3, "d": 5.2, "e": 4.6}
+#: benchmarks/results.json: the compiler's and (issue 8) the RTL's per-config rows, the emulator's speed.
+RESULTS_JSON = Path(__file__).resolve().parent / "results.json"
+
+
+def _merge_results(update: dict) -> None:
+    """Merge ``update`` into benchmarks/results.json (rows of other sources are kept)."""
+    doc = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.is_file() else {}
+    for key, rows in update.items():
+        doc.setdefault(key, {}).update(rows)
+    RESULTS_JSON.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+
+def bench_compiler(out: Path | None = None) -> dict:
+    """CoDeNet a-e (QAT-exported at their published sizes) compiled for the Ultra96-V2's default
+    engine: descriptors, DDR bytes per frame, predicted cycles / FPS / MAC utilisation (cycle
+    model), CoDeNet's published FPS beside it; a bar plot PNG."""
+    from convforge.hw.boards import get_board
+    from convforge.sw.compiler import compile
+
+    board = get_board("ultra96v2")
+    rows, detail = {}, {}
+    for config in CODENET_FPS:
+        _, graph, size = _exported(config)
+        t = time.perf_counter()
+        prog = compile(graph, board.engine, ddr_gbps=board.ddr_gbps)
+        compile_s = time.perf_counter() - t
+        c = prog.cycles
+        rows[config] = {"cycles": c["cycles"], "fps": c["fps"], "mac_utilisation": c["mac_utilisation"],
+                        "codenet_fps": CODENET_FPS[config], "source": "model"}
+        detail[config] = {**rows[config], "input": list(size), "descriptors": prog.n_descriptors,
+                          "copies": c["copies"], "ddr_bytes_per_frame": c["ddr_bytes"], "macs": c["macs"],
+                          "buffer_bytes": prog.buffer_bytes, "cycles_by_unit": c["cycles_by_unit"],
+                          "compile_s": compile_s}
+        print(f"  {config}: {prog.n_descriptors} descriptors, {c['ddr_bytes']} DDR B, {c['fps']:.1f} FPS "
+              f"(CoDeNet {CODENET_FPS[config]}), MAC utilisation {c['mac_utilisation']:.1%}", flush=True)
+    _merge_results({"configs": rows})
+    if out is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = list(rows)
+        xs = range(len(names))
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        ax.bar([x - 0.2 for x in xs], [rows[n]["fps"] for n in names], 0.4, label="convforge (cycle model)")
+        ax.bar([x + 0.2 for x in xs], [rows[n]["codenet_fps"] for n in names], 0.4, label="CoDeNet (published)")
+        ax.scatter(list(xs), [3 * rows[n]["codenet_fps"] for n in names], marker="_", s=400, color="k",
+                   label="target: 3x CoDeNet")
+        ax.set_xticks(list(xs), [f"config {n}" for n in names])
+        ax.set_ylabel(f"frames/s at {board.engine.clock_mhz:g} MHz")
+        ax.set_yscale("log")
+        ax.set_title(f"CoDeNet a-e on {board.title.split(' (')[0]}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "compiler_fps.png", dpi=120)
+        plt.close(fig)
+    return {"board": board.name, "engine": board.engine.to_dict(), "ddr_gbps": board.ddr_gbps, "configs": detail}
+
+
+def _emulator_vs_fake_quant(model, graph, image_hwc) -> dict:
+    import numpy as np
+
+    from convforge.hw.boards import get_board
+    from convforge.models.quant.executor import run_qgraph
+    from convforge.sw.compiler import compile
+    from convforge.sw.runtime.emulator import Emulator, run_program
+
+    board = get_board("ultra96v2")
+    prog = compile(graph, board.engine, ddr_gbps=board.ddr_gbps)
+    emu = Emulator(board.engine, board.ddr_gbps)
+    mem = prog.new_buffer()
+    prog.place_image(mem, image_hwc)
+    t_emu = _timeit(lambda: emu.run(mem, prog.program_offset, prog.n_descriptors), repeat=3)
+    x = torch.from_numpy(np.ascontiguousarray(image_hwc)).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        t_fq = _timeit(lambda: model(x), repeat=3)
+        t_ref = _timeit(lambda: run_qgraph(graph, image_hwc), repeat=1)
+    out = run_program(prog, image_hwc, emu)
+    ref = run_qgraph(graph, image_hwc, keep_all=True)
+    exact = sum(bool(np.array_equal(out[t], ref[t].numpy())) for t in graph.tensors)
+    return {"emulator_s_per_frame": t_emu, "fake_quant_s_per_frame": t_fq, "int_reference_s_per_frame": t_ref,
+            "input": list(image_hwc.shape[:2]), "bit_exact_tensors": exact, "tensors": len(graph.tensors),
+            "torch_threads": torch.get_num_threads()}
+
+
+def bench_emulator() -> dict:
+    """Emulator frames/s beside the float fake-quant PyTorch model and the int64 reference,
+    measured in the same run: CoDeNet a at 256x256 and the shipped tree model at 416x416."""
+    import numpy as np
+
+    from convforge.models.quant.qgraph import QGraph
+    from convforge.models.train.checkpoint import load_checkpoint
+    from convforge.models.train.inference import qat_model
+    from convforge.models.train.zoo import default_checkpoint, default_qgraph
+
+    rows = {}
+    model, graph, size = _exported("a")
+    rows["a"] = _emulator_vs_fake_quant(model, graph, np.random.default_rng(0).integers(0, 256, (*size, 3),
+                                                                                        dtype=np.uint8))
+    ckpt = default_checkpoint()
+    model = qat_model(load_checkpoint(ckpt), ckpt).eval()
+    graph = QGraph.load(default_qgraph())
+    _, h, w = graph.tensors[graph.input].shape
+    rows["trees"] = _emulator_vs_fake_quant(model, graph, np.random.default_rng(1).integers(0, 256, (h, w, 3),
+                                                                                           dtype=np.uint8))
+    for name, r in rows.items():
+        print(f"  {name}: emulator {r['emulator_s_per_frame'] * 1e3:.1f} ms/frame, fake-quant "
+              f"{r['fake_quant_s_per_frame'] * 1e3:.1f} ms, int reference {r['int_reference_s_per_frame'] * 1e3:.1f} "
+              f"ms; bit-exact {r['bit_exact_tensors']}/{r['tensors']} tensors", flush=True)
+    _merge_results({"emulator": {k: {"emulator_s_per_frame": v["emulator_s_per_frame"],
+                                     "fake_quant_s_per_frame": v["fake_quant_s_per_frame"]} for k, v in rows.items()}})
+    return rows
+
+
 BENCHMARKS: dict[str, Callable[[], dict]] = {
     "model_info": bench_model_info,
     "integer_reference": bench_integer_reference,
     "deform_ops": bench_deform_ops,
     "rtl_throughput": bench_rtl_throughput,
     "synth": bench_synth,
+    "compiler": bench_compiler,
+    "emulator": bench_emulator,
 }
 
 
@@ -166,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench {name} ...", flush=True)
         t = time.perf_counter()
         try:
-            result = BENCHMARKS[name]()
+            fn = BENCHMARKS[name]
+            result = fn(args.out) if name == "compiler" else fn()
         except Exception as exc:  # a broken benchmark is reported, the others still run
             failed.append(name)
             result = {"error": f"{type(exc).__name__}: {exc}"}

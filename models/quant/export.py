@@ -215,3 +215,22 @@ def qat_activations(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor
     finally:
         model.train(was_training)
     return dict(graph.values)
+
+
+def calibrated_codenet(config: str, num_classes: int = 20, seed: int = 0, batches: int = 2) -> tuple[nn.Module, QGraph]:
+    """An untrained CoDeNet ``config`` quantised W4A8, calibrated on random images and
+    exported at its published input size: ``(QAT model in eval mode, QGraph)`` of the real
+    network's shape and value ranges, for compiler / emulator / hardware checks and
+    benchmarks (not for detection).
+    """
+    from convforge.models.nets import build_codenet
+    from convforge.models.quant.qat import calibrate, prepare_qat
+
+    torch.manual_seed(seed)
+    model = build_codenet(config, num_classes=num_classes)
+    hw = tuple(model.config.input_size)
+    prepare_qat(model, input_hw=hw)
+    gen = torch.Generator().manual_seed(seed)
+    calibrate(model, [torch.randint(0, 256, (1, 3, *hw), generator=gen).float() for _ in range(batches)])
+    model.eval()
+    return model, export_qgraph(model, hw)

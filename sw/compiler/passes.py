@@ -56,8 +56,11 @@ COMPUTE_OPS = ("conv", "square_deform_dw", "bilinear_deform", "add", "maxpool")
 # -- intermediate representation ------------------------------------------------------------
 @dataclass
 class Region:
-    """A materialised NHWC buffer: ``height x width`` pixels of ``channels`` bytes, each pixel
-    padded to whole AXI beats (``pixel_stride`` bytes)."""
+    """A materialised NHWC buffer: ``height x width`` pixels of ``channels`` bytes.
+
+    ``pixel_stride`` pads a pixel to whole AXI beats of ``align`` bytes, or, for pixels
+    narrower than a beat, to the next power of two (so no pixel straddles a beat and a row
+    is one contiguous burst: the 3-channel image takes 4 bytes per pixel, not 16)."""
 
     name: str
     channels: int
@@ -70,7 +73,9 @@ class Region:
 
     @property
     def pixel_stride(self) -> int:
-        return -(-self.channels // self.align) * self.align
+        if self.channels >= self.align:
+            return -(-self.channels // self.align) * self.align
+        return 1 << max(self.channels - 1, 0).bit_length()
 
     @property
     def row_stride(self) -> int:
@@ -232,7 +237,12 @@ def legalise(c: Compilation) -> None:
         elif layer.op == "add":
             if shapes[0] != shapes[1]:
                 raise _fail(layer, f"operand shapes {shapes[0]} and {shapes[1]} differ", "re-export the graph")
-        elif layer.op == "upsample2x" and g.tensors[layer.inputs[0]].shape[1] * 2 != out[1]:
+        if layer.op in ("concat", "split", "shuffle", "upsample2x"):
+            kinds = {g.tensors[t].signed for t in (*layer.inputs, *layer.outputs)}
+            if len(kinds) > 1:
+                raise _fail(layer, "mixes int8 and uint8 tensors; data movement cannot convert types",
+                            "export every tensor of the movement with one signedness")
+        if layer.op == "upsample2x" and g.tensors[layer.inputs[0]].shape[1] * 2 != out[1]:
             raise _fail(layer, "output is not twice the input", "re-export the graph")
     c.log("legalise", f"{len(g.layers)} layers accepted; largest |acc + bias| "
                       f"{max((b for b, _ in c.bounds.values()), default=0)} < 2**{cfg.acc_bits - 1}")
@@ -417,7 +427,7 @@ def lower(c: Compilation) -> None:
     n_views = sum(layer.op in ("concat", "split", "shuffle", "upsample2x") for layer in g.layers)
     n_copy = sum(len(v) for v in pending.values())
     units = {}
-    for name, op in c.opcodes.items():
+    for op in c.opcodes.values():
         units[op.name] = units.get(op.name, 0) + 1
     c.log("lower", "opcodes: " + ", ".join(f"{k} x{v}" for k, v in sorted(units.items())))
     c.log("lower", f"{n_views} concat/split/shuffle/upsample layers folded into addressing; "
@@ -489,7 +499,7 @@ def _band_rows(step: Step, cfg: EngineConfig) -> int:
 
 
 def _layer_steps(c: Compilation, layer: Layer, out_piece: VPiece) -> int:
-    g, cfg = c.graph, c.config
+    cfg = c.config
     op = c.opcodes.get(layer.name)
     a, p = layer.attrs, layer.params
     out_t = layer.outputs[0]

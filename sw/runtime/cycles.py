@@ -59,9 +59,14 @@ def _beats_per_pixel(channels: int, channel_stride: int, beat: int) -> int:
 
 
 def operand_bytes(view: dict[str, Any], height: int, width: int, channels: int, beat: int) -> int:
-    """Bytes a DMA moves for one operand: whole beats per pixel run over the stored pixels."""
+    """Bytes a DMA moves for one operand over its stored pixels: a row of pixels narrower
+    than a beat is one contiguous burst of whole beats; wider pixels move the whole beats
+    their channel run spans."""
     if view.get("upsample"):
         height, width = (height + 1) // 2, (width + 1) // 2
+    pixel_stride = int(view.get("pixel_stride", 0))
+    if 0 < pixel_stride <= beat:
+        return height * -(-width * pixel_stride // beat) * beat
     return height * width * _beats_per_pixel(channels, view.get("channel_stride", 1), beat) * beat
 
 

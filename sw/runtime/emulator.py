@@ -172,7 +172,8 @@ class Emulator:
             return hit[1]
         layout = weight_tile_layout(cfg, wb)
         tiles = unpack_array(layout, wraw.reshape(cig * cog, tile_bytes)[:, :layout_bytes(layout)])
-        w = tiles.reshape(cog, cig, cfg.pe_co, cfg.pe_ci).transpose(0, 2, 1, 3).reshape(cog * cfg.pe_co, cig * cfg.pe_ci)
+        w = tiles.reshape(cog, cig, cfg.pe_co, cfg.pe_ci).transpose(0, 2, 1, 3)
+        w = w.reshape(cog * cfg.pe_co, cig * cfg.pe_ci)
         w = np.ascontiguousarray(w[:co, :ci_eff].T)  # (ci_eff, co)
         rq = unpack_array(requant_word_layout(cfg), rraw.reshape(co, 8))
         bits = int(d["acc_bound_bits"])

@@ -1,0 +1,33 @@
+"""Shared checks for compiled Programs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convforge.models.quant.executor import run_qgraph
+from convforge.models.quant.qgraph import QGraph
+from convforge.sw.runtime.emulator import Emulator, run_program
+from convforge.sw.runtime.program import Program
+
+
+def assert_plan_never_overlaps(program: Program) -> None:
+    """No two regions whose lifetimes intersect share a byte; none overlaps the image."""
+    regions = program.regions
+    for r in regions:
+        assert r["offset"] >= program.image.size, f"region {r['name']} overlaps the image"
+        assert r["offset"] + r["bytes"] <= program.buffer_bytes
+    for i, a in enumerate(regions):
+        for b in regions[i + 1:]:
+            live = a["first"] <= b["last"] and b["first"] <= a["last"]
+            disjoint = a["offset"] + a["bytes"] <= b["offset"] or b["offset"] + b["bytes"] <= a["offset"]
+            assert not live or disjoint, f"live regions {a['name']} and {b['name']} overlap"
+
+
+def assert_bit_exact(graph: QGraph, program: Program, image: np.ndarray, emulator: Emulator | None = None) -> int:
+    """Emulator == integer reference on every tensor (np.array_equal); returns the count."""
+    assert_plan_never_overlaps(program)
+    out = run_program(program, image, emulator)
+    ref = run_qgraph(graph, image, keep_all=True)
+    bad = [t for t in graph.tensors if not np.array_equal(out[t], ref[t].numpy())]
+    assert not bad, f"{len(bad)} of {len(graph.tensors)} tensors differ, first: {bad[:3]}"
+    return len(graph.tensors)
