@@ -63,6 +63,12 @@ def _residual_add(cfg: EngineConfig) -> Any:
     return ResidualAdd(cfg)
 
 
+def _csr(cfg: EngineConfig) -> Any:
+    from convforge.hw.rtl.csr import CsrBlock  # noqa: PLC0415
+
+    return CsrBlock(cfg)
+
+
 UNITS: dict[str, UnitSpec] = {
     u.name: u
     for u in (
@@ -81,6 +87,9 @@ UNITS: dict[str, UnitSpec] = {
         UnitSpec("residual_add", _residual_add,
                  "residual add sat(rshift_round(a*Ma + b*Mb, S), lo, hi)",
                  "convforge.sim.regress_pool_add:regress_add"),
+        UnitSpec("csr", _csr,
+                 "AXI4-Lite CSR block generated from hw/regmap/convforge.rdl (control, status, counters, config)",
+                 "convforge.sim.regress_csr:regress"),
     )
 }
 
