@@ -52,14 +52,23 @@ from amaranth.lib.wiring import In, Out
 from convforge.errors import ConfigError
 from convforge.hw.config import EngineConfig
 from convforge.hw.layouts.csr import ErrorCode
-from convforge.hw.layouts.program import DESCRIPTOR_BYTES, Opcode, config_tag, descriptor_layout, view_layout
-from convforge.hw.rtl.dma import SPAN_BITS, ReadDma, Resp, WriteDma, axi4_signature
+from convforge.hw.layouts.program import (
+    DESCRIPTOR_BYTES,
+    Opcode,
+    config_tag,
+    descriptor_layout,
+    requant_word_layout,
+    view_layout,
+    weight_tile_bytes,
+)
+from convforge.hw.rtl.axi import Resp, axi4_signature
+from convforge.hw.rtl.csr import UNIT_BUSY_LAYOUT
+from convforge.hw.rtl.dma import SPAN_BITS, ReadDma, WriteDma
 from convforge.hw.rtl.pool_add import ResidualAdd
+from convforge.hw.rtl.requant import Requant
 
 #: Opcodes this engine executes (END included); every other valid opcode is BAD_OPCODE.
 BUILT_OPCODES = (Opcode.END, Opcode.COPY, Opcode.ADD, Opcode.MAXPOOL)
-#: Bits of ``unit_busy``: pointwise array, depthwise, pool, add, DMA (CSR BUSY_* order).
-UNIT_BUSY_BITS = ("pw", "dw", "pool", "add", "dma")
 #: Default watchdog: cycles without an AXI handshake while a transfer is pending.
 WATCHDOG_CYCLES = 1 << 20
 
@@ -81,7 +90,8 @@ class Engine(wiring.Component):
             Program's buffer in bytes (every address must fall below base + buf_bytes).
         busy, done: Out(1); error_code: Out(8) (:class:`~convforge.hw.layouts.csr.ErrorCode`);
         error_index: Out(32) failing descriptor.
-        unit_busy: Out(5) -- :data:`UNIT_BUSY_BITS`, one bit per unit, high in busy cycles.
+        unit_busy: Out(:data:`~convforge.hw.rtl.csr.UNIT_BUSY_LAYOUT`) -- one bit per unit,
+            high in its busy cycles (the CSR BUSY_* counters).
         dma_rd_bytes, dma_wr_bytes: Out(range(axi_data_bits // 8 + 1)) -- bytes moved
             this cycle (whole R beats; strobed W bytes).
     """
@@ -99,7 +109,7 @@ class Engine(wiring.Component):
             "start": In(1), "soft_reset": In(1),
             "base_addr": In(64), "prog_offset": In(32), "prog_length": In(32), "buf_bytes": In(32),
             "busy": Out(1), "done": Out(1), "error_code": Out(8), "error_index": Out(32),
-            "unit_busy": Out(len(UNIT_BUSY_BITS)),
+            "unit_busy": Out(UNIT_BUSY_LAYOUT),
             "dma_rd_bytes": Out(nbytes), "dma_wr_bytes": Out(nbytes),
         })
 
@@ -142,10 +152,26 @@ class Engine(wiring.Component):
         hi_, wi, ho, wo = desc.in_height, desc.in_width, desc.out_height, desc.out_width
         k, st, pad = desc.kernel, desc.stride, desc.pad
         is_copy, is_add, is_pool = op == Opcode.COPY, op == Opcode.ADD, op == Opcode.MAXPOOL
-        # pixels iterated: COPY over the input, ADD and MAXPOOL over the output
+        is_conv = (op == Opcode.CONV_PW) | (op == Opcode.CONV_KXK)
+        # pixels iterated: COPY over the input, the others over the output
         ph = Signal(16)
         pw = Signal(16)
         m.d.comb += [ph.eq(Mux(is_copy, hi_, ho)), pw.eq(Mux(is_copy, wi, wo))]
+        dil = Signal(4)                 # tap spacing: the conv's dilation, 1 for max pool
+        m.d.comb += dil.eq(Mux(is_conv, desc.dilation, 1))
+        # PE layers: k*k*ci im2col columns, weight tiles, requant words
+        ci_eff = Signal(range(15 * 15 * (1 << len(ci)) + 1))
+        m.d.comb += ci_eff.eq(k * k * ci)
+        wb = desc.w_bits
+        tile_bytes = Signal(range(weight_tile_bytes(cfg, 8) + 1))
+        with m.Switch(wb):
+            for bits in range(1, 9):
+                with m.Case(bits):
+                    m.d.comb += tile_bytes.eq(weight_tile_bytes(cfg, bits))
+        wmem_bytes = cfg.weight_depth * weight_tile_bytes(cfg, 8)
+        cig, cog = Signal(range(cfg.max_channels + 1)), Signal(range(cfg.max_channels + 1))
+        w_total = Signal(40)            # weight bytes of the layer: cig * cog * tile_bytes
+        row_step = Signal(32)           # bytes of one output group's tiles: cig * tile_bytes
 
         # -- checks ---------------------------------------------------------------------------
         def last_byte(v, h, w, c, name):
@@ -158,10 +184,13 @@ class Engine(wiring.Component):
 
         src_last = last_byte(desc.src, hi_, wi, ci, "src_last")
         src2_last = last_byte(desc.src2, ho, wo, co, "src2_last")
-        dst_last = last_byte(desc.dst, Mux(is_pool, ho, hi_), Mux(is_pool, wo, wi), ci, "dst_last")
+        dst_last = last_byte(desc.dst, Mux(is_copy | is_add, hi_, ho), Mux(is_copy | is_add, wi, wo),
+                             Mux(is_conv, co, ci), "dst_last")
         out_of_range = Signal()
-        m.d.comb += out_of_range.eq((src_last >= buf_bytes) | (dst_last >= buf_bytes)
-                                    | (is_add & (src2_last >= buf_bytes)))
+        m.d.comb += out_of_range.eq(
+            (src_last >= buf_bytes) | (dst_last >= buf_bytes) | (is_add & (src2_last >= buf_bytes))
+            | (is_conv & ((desc.weights_offset + w_total > buf_bytes)
+                          | (desc.requant_offset + (co << 3) > buf_bytes))))
         bad_field = Signal()
         m.d.comb += bad_field.eq(
             desc.dst.upsample
@@ -170,15 +199,31 @@ class Engine(wiring.Component):
             | (hi_ == 0) | (wi == 0) | (ph == 0) | (pw == 0)
             | (desc.src.channel_stride == 0) | (desc.dst.channel_stride == 0)
             | (is_add & ((co != ci) | (ho != hi_) | (wo != wi) | (desc.src2.channel_stride == 0)))
-            | (is_pool & (pad >= k)))
+            | (is_pool & (pad >= k))
+            | (is_conv & ((co == 0) | (co > cfg.max_channels) | (ci_eff > cfg.max_channels) | (desc.dilation == 0)
+                          | (wb == 0) | (wb > 8) | ((op == Opcode.CONV_PW) & (k != 1)))))
+        too_many_weights = Signal()
+        m.d.comb += too_many_weights.eq(is_conv & (w_total > wmem_bytes))
         built = Signal()
-        m.d.comb += built.eq(is_copy | is_add | is_pool)
+        m.d.comb += built.eq(is_copy | is_add | is_pool | is_conv)
 
         # -- channel buffers ------------------------------------------------------------------
         m.submodules.buf_a = buf_a = memory.Memory(shape=unsigned(8), depth=cfg.max_channels, init=[])
         m.submodules.buf_b = buf_b = memory.Memory(shape=unsigned(8), depth=cfg.max_channels, init=[])
         a_rd, a_wr = buf_a.read_port(domain="comb"), buf_a.write_port()
         b_rd, b_wr = buf_b.read_port(domain="comb"), buf_b.write_port()
+
+        # PE layers: the layer's weight tiles (bytes, two read ports: an element of w_bits
+        # may straddle two bytes) and requant words (64 bits per output channel)
+        m.submodules.wmem = wmem = memory.Memory(shape=unsigned(8), depth=wmem_bytes, init=[])
+        w_rd0, w_rd1, w_wr = wmem.read_port(), wmem.read_port(), wmem.write_port()
+        rq_layout = requant_word_layout(cfg)
+        m.submodules.rqmem = rqmem = memory.Memory(shape=unsigned(64), depth=cfg.max_channels, init=[])
+        rq_rd, rq_wr = rqmem.read_port(), rqmem.write_port()
+        rq_shift = Signal(64)
+        rq_rst = Signal()
+        m.submodules.requant = requant = ResetInserter(rq_rst)(Requant(cfg, lanes=1))
+        m.d.comb += [requant.lo.eq(desc.lo), requant.hi.eq(desc.hi), requant.o.ready.eq(1)]
 
         radd_rst = Signal()
         m.submodules.radd = radd = ResetInserter(radd_rst)(ResidualAdd(cfg, lanes=1))
@@ -192,6 +237,10 @@ class Engine(wiring.Component):
         sel = Signal(2)                 # 0 src, 1 src2, 2 dst
         phase = Signal(2)               # per pixel: 0 src, 1 src2, 2 store, 3 next pixel
         tap_i, tap_j = Signal(4), Signal(4)
+        tap_base = Signal(range(16 * 16 * (1 << len(ci))))  # conv: A index of the next tap's channel 0
+        move_base = Signal.like(tap_base)                     # A index of the current move's channel 0
+        nch = Signal.like(ci)                                 # channels of the current move
+        m.d.comb += nch.eq(Mux(is_conv & (sel == 2), co, ci))
         first = Signal()                # max pool: no tap loaded yet for this pixel
         v = Signal(vlayout)
         with m.Switch(sel):
@@ -212,8 +261,22 @@ class Engine(wiring.Component):
 
         # max pool tap coordinates
         iy, ix = Signal(signed(24)), Signal(signed(24))
-        m.d.comb += [iy.eq(oy * st - pad + tap_i), ix.eq(ox * st - pad + tap_j)]
+        m.d.comb += [iy.eq(oy * st - pad + tap_i * dil), ix.eq(ox * st - pad + tap_j * dil)]
         tap_inside = (iy >= 0) & (iy < hi_) & (ix >= 0) & (ix < wi)
+
+        # PE layers: division remainders, MAC loop counters and pipeline registers
+        rem_i, rem_o = Signal(signed(len(ci_eff) + 2)), Signal(signed(len(co) + 2))
+        e = Signal.like(ci_eff)
+        c_in = Signal(range(cfg.pe_ci))
+        r = Signal(range(cfg.pe_co))
+        co_i, co_o = Signal(range(cfg.max_channels + 1)), Signal(range(cfg.max_channels + 1))
+        row_addr, tile_addr = Signal(range(wmem_bytes + 1)), Signal(range(wmem_bytes + 1))
+        tile_bits = range(8 * weight_tile_bytes(cfg, 8) + 1)
+        rowbits, bitpos = Signal(tile_bits), Signal(tile_bits)
+        issuing, v1, last1 = Signal(), Signal(), Signal()
+        sh_r = Signal(3)
+        x_r = Signal(signed(9))
+        acc = Signal(signed(cfg.acc_bits))
 
         # -- watchdog -------------------------------------------------------------------------
         ax = self.m_axi
@@ -301,33 +364,94 @@ class Engine(wiring.Component):
                 with m.Elif(out_of_range):
                     fault(ErrorCode.ADDRESS_RANGE)
                 with m.Else():
-                    m.d.sync += [oy.eq(0), ox.eq(0), phase.eq(0), tap_i.eq(0), tap_j.eq(0), first.eq(1)]
-                    m.next = "SEQ"
+                    m.d.sync += [cig.eq(0), cog.eq(0), rem_i.eq(ci_eff), rem_o.eq(co)]
+                    m.next = "DIV"
+            with state("DIV"):
+                # ceil(ci_eff / pe_ci), ceil(co / pe_co) by repeated subtraction (<= max_channels cycles)
+                with m.If(rem_i > 0):
+                    m.d.sync += [rem_i.eq(rem_i - cfg.pe_ci), cig.eq(cig + 1)]
+                with m.If(rem_o > 0):
+                    m.d.sync += [rem_o.eq(rem_o - cfg.pe_co), cog.eq(cog + 1)]
+                with m.If((rem_i <= 0) & (rem_o <= 0)):
+                    m.d.sync += [w_total.eq(cig * cog * tile_bytes), row_step.eq(cig * tile_bytes)]
+                    m.next = "CHECK"
+            with state("CHECK"):
+                with m.If(too_many_weights):
+                    fault(ErrorCode.BAD_DESCRIPTOR)
+                with m.Elif(out_of_range):
+                    fault(ErrorCode.ADDRESS_RANGE)
+                with m.Else():
+                    m.d.sync += [oy.eq(0), ox.eq(0), phase.eq(0), tap_i.eq(0), tap_j.eq(0), first.eq(1),
+                                 tap_base.eq(0), pos.eq(0)]
+                    with m.If(is_conv):
+                        m.next = "LOADW"
+                    with m.Else():
+                        m.next = "SEQ"
+            with state("LOADW"):
+                m.d.comb += [reader.cmd_valid.eq(1), reader.cmd_addr.eq(base + desc.weights_offset),
+                             reader.cmd_bytes.eq(w_total)]
+                with m.If(reader.cmd_ready):
+                    m.next = "LOADW_DATA"
+            with state("LOADW_DATA"):
+                m.d.comb += [reader.o.ready.eq(1), w_wr.addr.eq(pos), w_wr.data.eq(reader.o.payload)]
+                with m.If(reader.o.valid):
+                    m.d.comb += w_wr.en.eq(1)
+                    m.d.sync += pos.eq(pos + 1)
+                    with m.If(pos == w_total - 1):
+                        m.d.sync += pos.eq(0)
+                        m.next = "LOADRQ"
+            with state("LOADRQ"):
+                m.d.comb += [reader.cmd_valid.eq(1), reader.cmd_addr.eq(base + desc.requant_offset),
+                             reader.cmd_bytes.eq(co << 3)]
+                with m.If(reader.cmd_ready):
+                    m.next = "LOADRQ_DATA"
+            with state("LOADRQ_DATA"):
+                word = Cat(rq_shift[8:], reader.o.payload)
+                m.d.comb += [reader.o.ready.eq(1), rq_wr.addr.eq(pos >> 3), rq_wr.data.eq(word)]
+                with m.If(reader.o.valid):
+                    m.d.sync += [rq_shift.eq(word), pos.eq(pos + 1)]
+                    with m.If(pos[:3] == 7):
+                        m.d.comb += rq_wr.en.eq(1)
+                    with m.If(pos == (co << 3) - 1):
+                        m.next = "SEQ"
             with state("SEQ"):
-                m.d.comb += radd_rst.eq(1)
+                m.d.comb += [radd_rst.eq(1), rq_rst.eq(1)]
                 with m.Switch(phase):
                     with m.Case(0):
-                        with m.If(is_pool):
+                        with m.If(is_pool | is_conv):
                             with m.If(tap_i == k):
-                                m.d.sync += phase.eq(2)
+                                m.d.sync += phase.eq(Mux(is_conv, 1, 2))
                             with m.Else():
                                 with m.If(tap_j == k - 1):
                                     m.d.sync += [tap_j.eq(0), tap_i.eq(tap_i + 1)]
                                 with m.Else():
                                     m.d.sync += tap_j.eq(tap_j + 1)
+                                m.d.sync += move_base.eq(tap_base)
+                                with m.If(is_conv):
+                                    m.d.sync += tap_base.eq(tap_base + ci)
                                 with m.If(tap_inside):
                                     start_move(0, iy, ix)
+                                with m.Elif(is_conv):  # padded tap: its columns are zero
+                                    m.d.sync += ch.eq(0)
+                                    m.next = "ZFILL"
                         with m.Else():
                             m.d.sync += phase.eq(Mux(is_add, 1, 2))
                             start_move(0, oy, ox)
                     with m.Case(1):
                         m.d.sync += phase.eq(2)
-                        start_move(1, oy, ox)
+                        with m.If(is_conv):
+                            m.d.sync += [e.eq(0), c_in.eq(0), r.eq(0), co_i.eq(0), co_o.eq(0), row_addr.eq(0),
+                                         rowbits.eq(0), tile_addr.eq(0), bitpos.eq(0), issuing.eq(1), acc.eq(0),
+                                         v1.eq(0)]
+                            m.next = "MAC"
+                        with m.Else():
+                            start_move(1, oy, ox)
                     with m.Case(2):
                         m.d.sync += phase.eq(3)
                         start_move(2, oy, ox)
                     with m.Case(3):
-                        m.d.sync += [phase.eq(0), tap_i.eq(0), tap_j.eq(0), first.eq(1)]
+                        m.d.sync += [phase.eq(0), tap_i.eq(0), tap_j.eq(0), first.eq(1), tap_base.eq(0),
+                                     move_base.eq(0)]
                         with m.If(ox == pw - 1):
                             m.d.sync += ox.eq(0)
                             with m.If(oy == ph - 1):
@@ -341,7 +465,7 @@ class Engine(wiring.Component):
                 m.d.sync += [
                     move_addr.eq(base + v.offset + v.channel_offset + (my.as_unsigned() >> up) * v.row_stride
                                  + (mx.as_unsigned() >> up) * v.pixel_stride),
-                    span.eq((ci - 1) * v.channel_stride + 1),
+                    span.eq((nch - 1) * v.channel_stride + 1),
                     pos.eq(0), cs_phase.eq(0), ch.eq(0), feed.eq(0),
                 ]
                 with m.If(sel == 2):
@@ -364,7 +488,7 @@ class Engine(wiring.Component):
                         with m.If(sel == 1):
                             m.d.comb += [b_wr.addr.eq(ch), b_wr.data.eq(byte), b_wr.en.eq(1)]
                         with m.Else():
-                            m.d.comb += [a_wr.addr.eq(ch), a_wr.data.eq(byte),
+                            m.d.comb += [a_wr.addr.eq(move_base + ch), a_wr.data.eq(byte),
                                          a_wr.en.eq(~is_pool | first | bigger)]
                     with m.If(last_pos):
                         m.d.sync += first.eq(0)
@@ -375,13 +499,13 @@ class Engine(wiring.Component):
                     m.next = "WDATA"
             with state("WDATA"):
                 # the source of channel bytes: ADD's pipeline, else buffer A in order
-                m.d.comb += [b_rd.addr.eq(feed), a_rd.addr.eq(Mux(is_add, feed, ch))]
+                m.d.comb += [b_rd.addr.eq(Mux(is_add, feed, ch)), a_rd.addr.eq(Mux(is_add, feed, ch))]
                 m.d.comb += [radd.a.payload[0].eq(a_rd.data), radd.b.payload[0].eq(b_rd.data),
                              radd.a.valid.eq(is_add & (feed < ci)), radd.b.valid.eq(is_add & (feed < ci))]
                 with m.If(radd.a.valid & radd.a.ready):
                     m.d.sync += feed.eq(feed + 1)
                 src_valid = Mux(is_add, radd.o.valid, 1)
-                src_byte = Mux(is_add, radd.o.payload[0][:8], a_rd.data)
+                src_byte = Mux(is_add, radd.o.payload[0][:8], Mux(is_conv, b_rd.data, a_rd.data))
                 take = cs_phase == 0
                 m.d.comb += [writer.i.valid.eq(Mux(take, src_valid, 1)),
                              writer.i.payload.data.eq(Mux(take, src_byte, 0)),
@@ -393,6 +517,60 @@ class Engine(wiring.Component):
                         m.d.sync += ch.eq(ch + 1)
                     with m.If(last_pos):
                         m.next = "SEQ"
+            with state("ZFILL"):
+                m.d.comb += [a_wr.addr.eq(move_base + ch), a_wr.data.eq(0), a_wr.en.eq(1)]
+                m.d.sync += ch.eq(ch + 1)
+                with m.If(ch == ci - 1):
+                    m.next = "SEQ"
+            with state("MAC"):
+                # stage 0: issue element e of output channel co_i (weight bytes, activation)
+                byte_addr = tile_addr + (bitpos >> 3)
+                m.d.comb += [w_rd0.addr.eq(byte_addr), w_rd1.addr.eq(byte_addr + 1), a_rd.addr.eq(e),
+                             rq_rd.addr.eq(co_i)]
+                m.d.sync += [v1.eq(issuing), last1.eq(e == ci_eff - 1), sh_r.eq(bitpos[:3]),
+                             x_r.eq(Mux(desc.src.signed, a_rd.data.as_signed(), a_rd.data))]
+                with m.If(issuing):
+                    with m.If(e == ci_eff - 1):
+                        m.d.sync += [e.eq(0), c_in.eq(0), co_i.eq(co_i + 1)]
+                        with m.If(co_i == co - 1):
+                            m.d.sync += issuing.eq(0)
+                        with m.If(r == cfg.pe_co - 1):
+                            m.d.sync += [r.eq(0), rowbits.eq(0), row_addr.eq(row_addr + row_step),
+                                         tile_addr.eq(row_addr + row_step), bitpos.eq(0)]
+                        with m.Else():
+                            m.d.sync += [r.eq(r + 1), rowbits.eq(rowbits + cfg.pe_ci * wb), tile_addr.eq(row_addr),
+                                         bitpos.eq(rowbits + cfg.pe_ci * wb)]
+                    with m.Else():
+                        m.d.sync += e.eq(e + 1)
+                        with m.If(c_in == cfg.pe_ci - 1):
+                            m.d.sync += [c_in.eq(0), tile_addr.eq(tile_addr + tile_bytes), bitpos.eq(rowbits)]
+                        with m.Else():
+                            m.d.sync += [c_in.eq(c_in + 1), bitpos.eq(bitpos + wb)]
+                # stage 1: multiply-accumulate; a finished channel goes to requant
+                wword = Signal(16)
+                m.d.comb += wword.eq(Cat(w_rd0.data, w_rd1.data) >> sh_r)
+                wval = Signal(signed(8))
+                with m.Switch(wb):
+                    for bits in range(2, 9):
+                        with m.Case(bits):
+                            m.d.comb += wval.eq(wword[:bits].as_signed())
+                total = Signal(signed(cfg.acc_bits))
+                m.d.comb += total.eq(acc + x_r * wval)
+                rq = data.View(rq_layout, rq_rd.data)
+                m.d.comb += [requant.i.payload[0].acc.eq(total), requant.i.payload[0].bias.eq(rq.bias),
+                             requant.i.payload[0].m.eq(rq.m), requant.i.payload[0].s.eq(rq.s)]
+                with m.If(v1):
+                    with m.If(last1):
+                        m.d.comb += requant.i.valid.eq(1)
+                        m.d.sync += acc.eq(0)
+                    with m.Else():
+                        m.d.sync += acc.eq(total)
+                m.d.comb += [b_wr.addr.eq(co_o), b_wr.data.eq(requant.o.payload[0][:8]),
+                             b_wr.en.eq(requant.o.valid)]
+                with m.If(requant.o.valid):
+                    m.d.sync += co_o.eq(co_o + 1)
+                with m.If(co_o == co):
+                    m.next = "SEQ"
             with state("BARRIER"):
                 with m.If(writer.idle):
                     with m.If(idx + 1 == n_desc):
@@ -415,7 +593,12 @@ class Engine(wiring.Component):
                     m.next = "IDLE"
 
         busy_state = ~fsm.ongoing("IDLE") & ~fsm.ongoing("RESET_DRAIN")
-        exec_state = busy_state & ~fsm.ongoing("DRAIN") & ~fsm.ongoing("FINISH")
+        exec_state = (fsm.ongoing("SEQ") | fsm.ongoing("ADDR") | fsm.ongoing("RCMD") | fsm.ongoing("RDATA")
+                      | fsm.ongoing("WCMD") | fsm.ongoing("WDATA") | fsm.ongoing("ZFILL") | fsm.ongoing("MAC")
+                      | fsm.ongoing("LOADW") | fsm.ongoing("LOADW_DATA") | fsm.ongoing("LOADRQ")
+                      | fsm.ongoing("LOADRQ_DATA"))
         m.d.comb += [self.busy.eq(busy_state),
-                     self.unit_busy.eq(Cat(0, 0, exec_state & is_pool, exec_state & is_add, ~dma_idle))]
+                     self.unit_busy.pool.eq(exec_state & is_pool), self.unit_busy.add.eq(exec_state & is_add),
+                     self.unit_busy.pw.eq(exec_state & is_conv),
+                     self.unit_busy.dma.eq(~dma_idle)]
         return m

@@ -27,14 +27,13 @@ in flight.
 
 from __future__ import annotations
 
-import enum
-
 from amaranth import Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from convforge.errors import ConfigError
+from convforge.hw.rtl.axi import Resp, axi4_signature
 
 #: AXI4 ``AxBURST`` INCR (IHI 0022, A3.4.1).
 BURST_INCR = 0b01
@@ -44,46 +43,6 @@ CACHE_NORMAL = 0b0011
 BOUNDARY_BYTES = 4096
 #: Width of a command's byte count.
 SPAN_BITS = 24
-
-
-class Resp(enum.IntEnum):
-    """``BRESP`` / ``RRESP`` encodings (IHI 0022, A3.4.4)."""
-
-    OKAY = 0b00
-    EXOKAY = 0b01
-    SLVERR = 0b10
-    DECERR = 0b11
-
-
-def axi4_signature(addr_bits: int, data_bits: int, id_bits: int = 1) -> wiring.Signature:
-    """AXI4 full, manager's view (``Out`` members are driven by the manager).
-
-    Channels AW (``awid awaddr awlen awsize awburst awcache awprot awvalid``/``awready``),
-    W (``wdata wstrb wlast wvalid``/``wready``), B (``bid bresp bvalid``/``bready``),
-    AR (``arid araddr arlen arsize arburst arcache arprot arvalid``/``arready``),
-    R (``rid rdata rresp rlast rvalid``/``rready``). Amaranth names the Verilog ports
-    ``<port>__<member>``; cocotbext-axi finds them with
-    ``AxiBus.from_prefix(dut, "m_axi", bus_separator="__")``.
-
-    Raises:
-        ConfigError: ``data_bits`` not a power of two in 32..1024, or ``addr_bits`` < 12.
-    """
-    if data_bits not in (32, 64, 128, 256, 512, 1024):
-        raise ConfigError(f"AXI4 data width {data_bits}: must be a power of two in 32..1024 "
-                          "(EngineConfig.axi_data_bits)")
-    if addr_bits < 12:
-        raise ConfigError(f"AXI4 address width {addr_bits}: needs at least 12 bits (4 KiB pages)")
-    return wiring.Signature({
-        "awid": Out(id_bits), "awaddr": Out(addr_bits), "awlen": Out(8), "awsize": Out(3),
-        "awburst": Out(2), "awcache": Out(4), "awprot": Out(3), "awvalid": Out(1), "awready": In(1),
-        "wdata": Out(data_bits), "wstrb": Out(data_bits // 8), "wlast": Out(1), "wvalid": Out(1),
-        "wready": In(1),
-        "bid": In(id_bits), "bresp": In(2), "bvalid": In(1), "bready": Out(1),
-        "arid": Out(id_bits), "araddr": Out(addr_bits), "arlen": Out(8), "arsize": Out(3),
-        "arburst": Out(2), "arcache": Out(4), "arprot": Out(3), "arvalid": Out(1), "arready": In(1),
-        "rid": In(id_bits), "rdata": In(data_bits), "rresp": In(2), "rlast": In(1), "rvalid": In(1),
-        "rready": Out(1),
-    })
 
 
 #: One item of the write engine's input stream.
@@ -258,7 +217,7 @@ class WriteDma(wiring.Component):
             m.d.sync += [
                 aw_addr.eq(self.cmd_addr & ~Const(nb - 1, self.addr_bits)),
                 aw_left.eq(_span_beats(self.cmd_addr, self.cmd_bytes, lb)),
-                in_left.eq(self.cmd_bytes), byte_idx.eq(self.cmd_addr[:lb]),
+                in_left.eq(self.cmd_bytes), byte_idx.eq(self.cmd_addr[:lb]), strb.eq(0),
             ]
 
         # -- AW: next burst once the previous one's W beats are out ----------------------------
@@ -286,6 +245,8 @@ class WriteDma(wiring.Component):
                 m.d.sync += full.eq(1)
         with m.If(self.abort):
             m.d.sync += in_left.eq(0)
+            with m.If((w_left == 0) & ~aw_valid):  # no burst owes beats: drop the partial beat
+                m.d.sync += [full.eq(0), strb.eq(0), byte_idx.eq(0)]
         send = full | ((in_left == 0) & (w_left != 0))
         w_fire = axi.wvalid & axi.wready
         m.d.comb += [axi.wdata.eq(beat), axi.wstrb.eq(strb), axi.wvalid.eq(send & (w_left != 0)),

@@ -1,11 +1,11 @@
-"""Whole-Program regressions of the accelerator engine in cocotb, bit-exact with the emulator.
+"""Whole-Program regressions of the accelerator top in cocotb, bit-exact with the emulator.
 
 :func:`random_program` builds a Program image of random COPY / ADD / MAXPOOL descriptors
 (random shapes, channel offsets, channel strides 1..3, padded pixel and row strides,
 upsampled reads, int8 and uint8 operands, descriptors reading earlier outputs) followed
 by END. :func:`fault_cases` derives one image per fault from it. :func:`run_engine` runs
-a list of images on the RTL (:mod:`convforge.sim.tb_engine`) and returns what the engine
-reported and the buffer after each run; :func:`regress_engine` compares every run with
+a list of images on the RTL (:mod:`convforge.sim.tb_accel`: CSR over AXI4-Lite, DDR as
+AxiRam) and returns what the CSRs reported and the buffer after each run; :func:`regress_engine` compares every run with
 :class:`convforge.sw.runtime.emulator.Emulator` on the same image: ``np.array_equal`` on
 the whole buffer, and the fault code and descriptor index.
 """
@@ -25,16 +25,27 @@ import numpy as np
 from convforge.errors import EmulatorFault
 from convforge.hw.config import EngineConfig
 from convforge.hw.layouts.csr import ErrorCode
-from convforge.hw.layouts.program import DESCRIPTOR_BYTES, Opcode, config_tag, descriptor_layout
+from convforge.hw.layouts.program import (
+    DESCRIPTOR_BYTES,
+    TABLE_ALIGN,
+    Opcode,
+    config_tag,
+    descriptor_layout,
+    requant_word_layout,
+    weight_tile_bytes,
+    weight_tile_layout,
+)
 from convforge.hw.packing import pack_array
-from convforge.hw.rtl.controller import Engine
+from convforge.hw.rtl.accel import Accelerator
 from convforge.sim.runner import build_design, run_testbench
 from convforge.sw.runtime.emulator import Emulator
 
 #: The engine configuration of the fast tests: 64-bit AXI, 64-channel buffers.
-ENGINE_TEST_CONFIG = EngineConfig(pe_ci=4, pe_co=4, dw_lanes=4, line_width=32, max_channels=64,
+ACCEL_TEST_CONFIG = EngineConfig(pe_ci=4, pe_co=4, dw_lanes=4, line_width=32, max_channels=64,
                                   axi_data_bits=64)
 _VIEW_KEYS = ("offset", "channel_offset", "channel_stride", "pixel_stride", "row_stride", "upsample", "signed")
+#: Descriptor kinds the engine executes (the random programs use each at least once).
+ALL_KINDS = (Opcode.COPY, Opcode.ADD, Opcode.MAXPOOL, Opcode.CONV_PW, Opcode.CONV_KXK)
 #: Where the buffer sits in the simulated DDR (not page aligned: bursts must split at 4 KiB).
 BASE_ADDR = 0x1F40
 
@@ -81,10 +92,11 @@ def random_program(cfg: EngineConfig, rng: random.Random, layers: int = 5) -> tu
     heap = _Heap(DESCRIPTOR_BYTES * (layers + 1))
     records: list[dict[str, Any]] = []
     outputs: list[tuple[dict[str, int], tuple[int, int, int]]] = []
-    kinds = [Opcode.COPY, Opcode.ADD, Opcode.MAXPOOL]
+    kinds = list(ALL_KINDS)
     rng.shuffle(kinds)
-    kinds += [rng.choice((Opcode.COPY, Opcode.ADD, Opcode.MAXPOOL)) for _ in range(layers - 3)]
-    for op in kinds:
+    kinds += [rng.choice(ALL_KINDS) for _ in range(layers - len(kinds))]
+    tables: list[tuple[int, np.ndarray]] = []
+    for op in kinds[:max(layers, 1)]:
         c = rng.randint(1, min(cfg.max_channels, 19))
         h, w = rng.randint(1, 6), rng.randint(1, 7)
         signed = rng.random() < 0.5
@@ -97,6 +109,32 @@ def random_program(cfg: EngineConfig, rng: random.Random, layers: int = 5) -> tu
             src = _view(rng, heap, h, w, c, signed, up)
         rec: dict[str, Any] = {"opcode": int(op), "config_tag": tag, "in_channels": c, "out_channels": c,
                                "in_height": h, "in_width": w, "src": src, "kernel": 1, "stride": 1}
+        if op in (Opcode.CONV_PW, Opcode.CONV_KXK):
+            if op == Opcode.CONV_PW:
+                k, s, p, d = 1, rng.choice((1, 1, 2)), 0, 1
+            else:
+                k, s, d = rng.choice((2, 3, 3)), rng.choice((1, 2, 3)), rng.choice((1, 1, 2))
+                p = rng.randint(0, k // 2 + 1)
+                if k * k * c > cfg.max_channels:  # a fresh, smaller input
+                    c = rng.randint(1, cfg.max_channels // (k * k))
+                    src = _view(rng, heap, h, w, c, signed)
+                    rec.update(in_channels=c, src=src)
+            ho, wo = (h + 2 * p - d * (k - 1) - 1) // s + 1, (w + 2 * p - d * (k - 1) - 1) // s + 1
+            if ho < 1 or wo < 1:
+                p = d * (k - 1)
+                ho, wo = (h + 2 * p - d * (k - 1) - 1) // s + 1, (w + 2 * p - d * (k - 1) - 1) // s + 1
+            co = rng.randint(1, min(cfg.max_channels, 21))
+            wb = rng.choice((8, 4, 3, 5, 2, 8))
+            out_signed = rng.random() < 0.5
+            w_off, r_off = _conv_tables(cfg, rng, heap, tables, k * k * c, co, wb)
+            rec.update(kernel=k, stride=s, pad=p, dilation=d, out_channels=co, out_height=ho, out_width=wo,
+                       w_bits=wb, acc_bound_bits=40, weights_offset=w_off, requant_offset=r_off,
+                       weights_bytes=tables[-2][1].size,
+                       lo=-128 if out_signed else 0, hi=127 if out_signed else rng.choice((255, 6)))
+            rec["dst"] = _view(rng, heap, ho, wo, co, out_signed)
+            records.append(rec)
+            outputs.append((rec["dst"], (ho, wo, co)))
+            continue
         if op == Opcode.MAXPOOL:
             k = rng.randint(1, 3)
             s = rng.randint(1, 3)
@@ -121,9 +159,36 @@ def random_program(cfg: EngineConfig, rng: random.Random, layers: int = 5) -> tu
         outputs.append((rec["dst"], (ho, wo, c)))
     records.append({"opcode": int(Opcode.END), "config_tag": tag})
     image = np.frombuffer(rng.randbytes(heap.top + 16), dtype=np.uint8).copy()
+    for offset, blob in tables:
+        image[offset:offset + blob.size] = blob
     desc = pack_descriptors(cfg, records)
     image[: desc.size] = desc
     return image, len(records)
+
+
+def _conv_tables(cfg: EngineConfig, rng: random.Random, heap: _Heap, tables: list, ci_eff: int, co: int,
+                 wb: int) -> tuple[int, int]:
+    """Random weights (full ``w_bits`` range) packed as PE tiles, and requant words; appended
+    to ``tables`` as (offset, bytes). Returns (weights offset, requant offset)."""
+    lim = 1 << (wb - 1)
+    w = np.array([[rng.choice((-lim, lim - 1)) if rng.random() < 0.1 else rng.randint(-lim, lim - 1)
+                   for _ in range(ci_eff)] for _ in range(co)], dtype=np.int64)
+    cig, cog = -(-ci_eff // cfg.pe_ci), -(-co // cfg.pe_co)
+    full = np.zeros((cog * cfg.pe_co, cig * cfg.pe_ci), dtype=np.int64)
+    full[:co, :ci_eff] = w
+    tiles = full.reshape(cog, cfg.pe_co, cig, cfg.pe_ci).transpose(0, 2, 1, 3).reshape(-1, cfg.pe_co, cfg.pe_ci)
+    raw = pack_array(weight_tile_layout(cfg, wb), tiles)
+    padded = np.zeros((raw.shape[0], weight_tile_bytes(cfg, wb)), dtype=np.uint8)
+    padded[:, :raw.shape[1]] = raw
+    bias = np.array([rng.randint(-5000, 5000) for _ in range(co)], dtype=np.int64)
+    m = np.array([rng.randint(1 << 14, (1 << 15) - 1) for _ in range(co)], dtype=np.int64)
+    s = np.array([rng.randint(12, 24) for _ in range(co)], dtype=np.int64)
+    rq = pack_array(requant_word_layout(cfg), {"bias": bias, "m": m, "s": s})
+    w_off = heap.take(padded.size, TABLE_ALIGN)
+    tables.append((w_off, padded.reshape(-1)))
+    r_off = heap.take(rq.size, TABLE_ALIGN)
+    tables.append((r_off, rq.reshape(-1)))
+    return w_off, r_off
 
 
 def decode(cfg: EngineConfig, image: np.ndarray, n: int) -> list[dict[str, Any]]:
@@ -175,7 +240,7 @@ def fault_cases(cfg: EngineConfig, image: np.ndarray, n: int, rng: random.Random
 
     last = n - 2  # the last layer before END
     variant("bad_opcode", 1, {"opcode": 13})
-    variant("unbuilt_opcode", 1, {"opcode": int(Opcode.CONV_PW)}, expect=(ErrorCode.BAD_OPCODE, 1))
+    variant("unbuilt_opcode", 1, {"opcode": int(Opcode.DW_REGULAR)}, expect=(ErrorCode.BAD_OPCODE, 1))
     variant("config_mismatch", 2, {"config_tag": config_tag(cfg) ^ 0x5A5A})
     variant("bad_descriptor", last, {"dst.upsample": 1})
     variant("address_range", 1, {"dst.offset": image.size - 2})
@@ -189,15 +254,15 @@ def fault_cases(cfg: EngineConfig, image: np.ndarray, n: int, rng: random.Random
     return runs
 
 
-def build_engine(cfg: EngineConfig, simulator: str = "verilator"):
-    """Build (or reuse) the engine's simulation."""
-    return build_design("engine", component_factory=lambda: Engine(cfg), simulator=simulator,
+def build_accel(cfg: EngineConfig, simulator: str = "verilator"):
+    """Build (or reuse) the accelerator top's simulation."""
+    return build_design("accel", component_factory=lambda: Accelerator(cfg), simulator=simulator,
                         params=cfg.to_dict())
 
 
 def run_engine(cfg: EngineConfig, runs: list[EngineRun], *, seed: int, pause_prob: float = 0.3,
                simulator: str = "verilator", max_cycles: int = 400_000) -> float:
-    """Run every image on the RTL in one simulation; fills ``result`` and ``memory`` of each.
+    """Run every image on the accelerator RTL in one simulation; fills ``result`` and ``memory`` of each.
     Returns the simulation wall time in seconds.
 
     Raises:
@@ -205,8 +270,8 @@ def run_engine(cfg: EngineConfig, runs: list[EngineRun], *, seed: int, pause_pro
     """
     from convforge.errors import SimulationError
 
-    handle = build_engine(cfg, simulator)
-    with tempfile.TemporaryDirectory(prefix="cf-engine-") as tmp:
+    handle = build_accel(cfg, simulator)
+    with tempfile.TemporaryDirectory(prefix="cf-accel-") as tmp:
         params_runs = []
         for i, r in enumerate(runs):
             path = Path(tmp) / f"image{i}.bin"
@@ -217,12 +282,12 @@ def run_engine(cfg: EngineConfig, runs: list[EngineRun], *, seed: int, pause_pro
                                 "soft_reset_at": r.soft_reset_at})
         ram = -(-(BASE_ADDR + max(r.image.size for r in runs) + 4096) // 4096) * 4096
         t0 = time.monotonic()
-        res = run_testbench(handle, "convforge.sim.tb_engine", seed=seed,
+        res = run_testbench(handle, "convforge.sim.tb_accel", seed=seed,
                             params={"seed": seed, "pause_prob": pause_prob, "base": BASE_ADDR,
                                     "ram_bytes": ram, "runs": params_runs})
         seconds = time.monotonic() - t0
         if not res.ok:
-            raise SimulationError(f"engine testbench failed: {res.summary()}")
+            raise SimulationError(f"accelerator testbench failed: {res.summary()}")
         for i, r in enumerate(runs):
             r.result = json.loads((res.run_dir / f"run{i}.json").read_text())
             r.memory = np.frombuffer((res.run_dir / f"run{i}.bin").read_bytes(), dtype=np.uint8).copy()
@@ -251,12 +316,19 @@ def check_run(cfg: EngineConfig, run: EngineRun) -> list[str]:
     problems = []
     res = run.result
     if run.soft_reset_at is None and not res.get("finished"):
-        return [f"{run.name}: no done within the cycle limit ({res})"]
+        return [f"{run.name}: no irq within the cycle limit ({res})"]
     if run.soft_reset_at is not None:
-        if res["busy"] or res["done"] or res["error_code"]:
+        if res["busy"] or res["done"] or res["error_code"] or res["irq_status"]:
             problems.append(f"{run.name}: after soft reset busy={res['busy']} done={res['done']} "
-                            f"error={res['error_code']}")
+                            f"error={res['error_code']} irq_status={res['irq_status']}")
         return problems
+    want_irq = 0b01 | (0b10 if res["error_code"] else 0)
+    if (not res["done"] or res["busy"] or res["irq_status"] != want_irq or res["irq_after_clear"]
+            or res["error"] != (res["error_code"] != 0)):
+        problems.append(f"{run.name}: status/interrupt inconsistent: {res}")
+    fetched = (res["error_code"], res["error_index"]) != (ErrorCode.ADDRESS_RANGE, 0)
+    if res["cycles"] <= 0 or (fetched and res["dma_rd_bytes"] < DESCRIPTOR_BYTES):
+        problems.append(f"{run.name}: counters did not count: {res}")
     if run.expect is not None:
         code, index = run.expect
         if res["error_code"] != code or (index >= 0 and res["error_index"] != index):

@@ -1,11 +1,11 @@
-"""The accelerator engine (controller + DMA + units) runs whole Programs in cocotb against
-cocotbext-axi's AxiRam with random pauses on all five channels: bit-exact with the
-emulator, every fault code it can raise provoked once, soft reset recovers."""
+"""The accelerator top (CSR + controller + DMA + units) runs whole Programs in cocotb:
+AxiLiteMaster on the CSRs, AxiRam as DDR, random pauses on all ten channels; bit-exact with
+the emulator, every fault code it can raise provoked once, soft reset recovers."""
 
 import random
 
-from convforge.sim.regress_engine import (
-    ENGINE_TEST_CONFIG,
+from convforge.sim.regress_accel import (
+    ACCEL_TEST_CONFIG,
     EngineRun,
     check_run,
     fault_cases,
@@ -14,12 +14,12 @@ from convforge.sim.regress_engine import (
 )
 
 
-def test_random_copy_add_maxpool_programs_bit_exact_and_every_fault_flagged():
-    cfg = ENGINE_TEST_CONFIG
+def test_random_programs_of_every_built_kind_bit_exact_and_every_fault_flagged():
+    cfg = ACCEL_TEST_CONFIG
     rng = random.Random(8)
     runs = []
     for i in range(3):
-        image, n = random_program(cfg, rng, layers=4 + i)
+        image, n = random_program(cfg, rng, layers=5 + i)
         runs.append(EngineRun(f"program{i}", image, n))
     image, n = random_program(cfg, rng, layers=5)
     runs += fault_cases(cfg, image, n, rng)
