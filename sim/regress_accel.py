@@ -31,6 +31,7 @@ from convforge.hw.layouts.program import (
     Opcode,
     config_tag,
     descriptor_layout,
+    dw_channel_word_layout,
     requant_word_layout,
     weight_tile_bytes,
     weight_tile_layout,
@@ -45,7 +46,8 @@ ACCEL_TEST_CONFIG = EngineConfig(pe_ci=4, pe_co=4, dw_lanes=4, line_width=32, ma
                                   axi_data_bits=64)
 _VIEW_KEYS = ("offset", "channel_offset", "channel_stride", "pixel_stride", "row_stride", "upsample", "signed")
 #: Descriptor kinds the engine executes (the random programs use each at least once).
-ALL_KINDS = (Opcode.COPY, Opcode.ADD, Opcode.MAXPOOL, Opcode.CONV_PW, Opcode.CONV_KXK)
+ALL_KINDS = (Opcode.COPY, Opcode.ADD, Opcode.MAXPOOL, Opcode.CONV_PW, Opcode.CONV_KXK,
+             Opcode.DW_REGULAR, Opcode.DW_SQUARE, Opcode.DW_BILINEAR)
 #: Where the buffer sits in the simulated DDR (not page aligned: bursts must split at 4 KiB).
 BASE_ADDR = 0x1F40
 
@@ -134,6 +136,36 @@ def random_program(cfg: EngineConfig, rng: random.Random, layers: int = 5) -> tu
             rec["dst"] = _view(rng, heap, ho, wo, co, out_signed)
             records.append(rec)
             outputs.append((rec["dst"], (ho, wo, co)))
+            continue
+        if op in (Opcode.DW_REGULAR, Opcode.DW_SQUARE, Opcode.DW_BILINEAR):
+            s = rng.choice((1, 1, 2))
+            p, d = rng.randint(0, 2), rng.choice((1, 2))
+            if op == Opcode.DW_SQUARE:
+                ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
+            else:
+                ho, wo = (h + 2 * p - 2 * d - 1) // s + 1, (w + 2 * p - 2 * d - 1) // s + 1
+                if ho < 1 or wo < 1:
+                    p = 2 * d
+                    ho, wo = (h + 2 * p - 2 * d - 1) // s + 1, (w + 2 * p - 2 * d - 1) // s + 1
+            out_signed = rng.random() < 0.5
+            wt = np.array([[rng.randint(-128, 127) for _ in range(9)] for _ in range(c)], dtype=np.int64)
+            words = pack_array(dw_channel_word_layout(cfg), {
+                "weights": wt, "bias": np.array([rng.randint(-5000, 5000) for _ in range(c)], dtype=np.int64),
+                "m": np.array([rng.randint(1 << 14, (1 << 15) - 1) for _ in range(c)], dtype=np.int64),
+                "s": np.array([rng.randint(12, 22) for _ in range(c)], dtype=np.int64)})
+            w_off = heap.take(words.size, TABLE_ALIGN)
+            tables.append((w_off, words.reshape(-1)))
+            rec.update(kernel=3, stride=s, pad=p, dilation=d, out_height=ho, out_width=wo, w_bits=8,
+                       weights_offset=w_off, weights_bytes=words.size, requant_offset=w_off,
+                       d_max=rng.randint(1, cfg.d_max), frac_bits=cfg.frac_bits, offset_range=cfg.offset_range,
+                       lo=-128 if out_signed else 0, hi=127 if out_signed else rng.choice((255, 6)))
+            if op == Opcode.DW_SQUARE:
+                rec["src2"] = _view(rng, heap, ho, wo, 1, False)
+            elif op == Opcode.DW_BILINEAR:
+                rec["src2"] = _view(rng, heap, ho, wo, 18, True)
+            rec["dst"] = _view(rng, heap, ho, wo, c, out_signed)
+            records.append(rec)
+            outputs.append((rec["dst"], (ho, wo, c)))
             continue
         if op == Opcode.MAXPOOL:
             k = rng.randint(1, 3)
@@ -240,15 +272,17 @@ def fault_cases(cfg: EngineConfig, image: np.ndarray, n: int, rng: random.Random
 
     last = n - 2  # the last layer before END
     variant("bad_opcode", 1, {"opcode": 13})
-    variant("unbuilt_opcode", 1, {"opcode": int(Opcode.DW_REGULAR)}, expect=(ErrorCode.BAD_OPCODE, 1))
     variant("config_mismatch", 2, {"config_tag": config_tag(cfg) ^ 0x5A5A})
     variant("bad_descriptor", last, {"dst.upsample": 1})
     variant("address_range", 1, {"dst.offset": image.size - 2})
     runs.append(EngineRun("no_end", image.copy(), n - 1))
     runs.append(EngineRun("program_range", image.copy(), n, buf_bytes=(n - 1) * DESCRIPTOR_BYTES))
-    src = recs[last]["src"]
-    runs.append(EngineRun("axi_slverr", image.copy(), n, poison=(src["offset"], src["offset"] + 1),
-                          expect=(ErrorCode.AXI_SLVERR, -1)))
+    runs.append(EngineRun("axi_slverr_read", image.copy(), n, poison=(DESCRIPTOR_BYTES, DESCRIPTOR_BYTES + 1),
+                          expect=(ErrorCode.AXI_SLVERR, 1)))
+    dst = recs[last]["dst"]
+    first = dst["offset"] + dst["channel_offset"]
+    runs.append(EngineRun("axi_slverr_write", image.copy(), n, poison=(first, first + 1),
+                          expect=(ErrorCode.AXI_SLVERR, last)))
     runs.append(EngineRun("soft_reset", image.copy(), n, soft_reset_at=rng.randint(300, 900),
                           expect=(ErrorCode.NONE, 0)))
     return runs

@@ -7,10 +7,15 @@ error code and the failing descriptor's index). It is the part of the accelerato
 (:mod:`convforge.hw.rtl.accel`) behind the CSR block; its control ports are the CSR
 block's.
 
-Built opcodes: END, COPY, ADD (the verified :class:`~convforge.hw.rtl.pool_add.ResidualAdd`
-with one lane), MAXPOOL (running maximum over the taps, padded taps skipped). **Not yet
-built**: CONV_PW, CONV_KXK, DW_REGULAR, DW_SQUARE, DW_BILINEAR -- a descriptor with one of
-them is refused with ``BAD_OPCODE`` (never skipped).
+Every opcode of :class:`~convforge.hw.layouts.program.Opcode` is built: END, COPY, ADD
+(the verified :class:`~convforge.hw.rtl.pool_add.ResidualAdd`, one lane), MAXPOOL (running
+maximum, padded taps skipped), CONV_PW / CONV_KXK (the layer's weight tiles and requant
+words loaded on chip, im2col columns gathered tap by tap by the address generator, padded
+taps zero, a multiply-accumulate per cycle into the verified
+:class:`~convforge.hw.rtl.requant.Requant`, one lane), DW_REGULAR / DW_SQUARE / DW_BILINEAR
+(per-channel words on chip, per-channel accumulators, each tap -- for bilinear each of
+its four neighbours with its ``(1-f)``/``f`` weight product -- accumulated as its span
+streams in; then requant). Opcodes 9..15 are BAD_OPCODE.
 
 Execution, per output pixel ``(y, x)`` of a descriptor: each operand's channel vector is
 one DMA span ``[addr, addr + (C-1)*channel_stride + 1)`` with
@@ -19,18 +24,25 @@ one DMA span ``[addr, addr + (C-1)*channel_stride + 1)`` with
 an on-chip channel buffer (every ``channel_stride``-th byte), the result is scattered back
 with write strobes. Max pool loads each in-bounds tap into the running maximum; ADD loads
 ``src`` and ``src2`` then streams both through the residual-add pipeline into the writer.
-Cost: about ``span + 12`` cycles per span plus the AXI latency (one byte per cycle), and
-one 128-byte read per descriptor.
+Cost: about ``span + 12`` cycles per span plus the AXI latency (one byte per cycle), one
+128-byte read per descriptor; PE layers add ``k*k*C_in*C_out`` MAC cycles per output pixel
+and the table loads, depthwise layers ``C`` cycles to clear and ``C`` to requant per pixel.
+This is a correct, bit-exact engine, not yet a fast one: the PE array's and depthwise
+unit's lane parallelism is not used (one MAC per cycle).
 
 Checks, in the emulator's order (:class:`convforge.sw.runtime.emulator.Emulator`):
 
 * ``PROG_LENGTH`` = 0 or the descriptors reach past ``buf_bytes``: ADDRESS_RANGE, index 0;
 * opcode 9..15: BAD_OPCODE; END: done; ``config_tag`` differs from this engine's:
-  CONFIG_MISMATCH; an opcode that is not built: BAD_OPCODE;
+  CONFIG_MISMATCH;
 * destination ``upsample``, kernel or stride 0 (not COPY), channels 0 or above
   ``max_channels``, zero heights / widths / channel strides, ADD with differing
-  input / output shapes, MAXPOOL with ``pad >= kernel``: BAD_DESCRIPTOR;
-* any byte of an operand's whole view at or past ``buf_bytes``: ADDRESS_RANGE;
+  input / output shapes, MAXPOOL with ``pad >= kernel``, a PE layer with ``k*k*C_in`` or
+  ``C_out`` above ``max_channels``, dilation 0, ``w_bits`` outside 2..8, CONV_PW with
+  ``kernel != 1``, more weight bytes than ``weight_depth`` tiles hold, a depthwise layer
+  with ``C_out != C_in``: BAD_DESCRIPTOR;
+* any byte of an operand's whole view, of the weight tiles, requant words or depthwise
+  words at or past ``buf_bytes``: ADDRESS_RANGE;
 * an AXI SLVERR / DECERR on a descriptor fetch or data transfer: AXI_SLVERR / AXI_DECERR;
 * no AXI handshake for ``watchdog_cycles`` while a transfer is pending: TIMEOUT (the bus
   is hung; the engine stops without draining it);
@@ -57,6 +69,7 @@ from convforge.hw.layouts.program import (
     Opcode,
     config_tag,
     descriptor_layout,
+    dw_channel_word_layout,
     requant_word_layout,
     view_layout,
     weight_tile_bytes,
@@ -153,12 +166,16 @@ class Engine(wiring.Component):
         k, st, pad = desc.kernel, desc.stride, desc.pad
         is_copy, is_add, is_pool = op == Opcode.COPY, op == Opcode.ADD, op == Opcode.MAXPOOL
         is_conv = (op == Opcode.CONV_PW) | (op == Opcode.CONV_KXK)
+        is_dwr, is_dws, is_dwb = op == Opcode.DW_REGULAR, op == Opcode.DW_SQUARE, op == Opcode.DW_BILINEAR
+        is_dw = is_dwr | is_dws | is_dwb
+        c2 = Signal.like(co)            # channels of src2: ADD's b, the dilation map, the offset map
+        m.d.comb += c2.eq(Mux(is_dws, 1, Mux(is_dwb, 18, co)))
         # pixels iterated: COPY over the input, the others over the output
         ph = Signal(16)
         pw = Signal(16)
         m.d.comb += [ph.eq(Mux(is_copy, hi_, ho)), pw.eq(Mux(is_copy, wi, wo))]
         dil = Signal(4)                 # tap spacing: the conv's dilation, 1 for max pool
-        m.d.comb += dil.eq(Mux(is_conv, desc.dilation, 1))
+        m.d.comb += dil.eq(Mux(is_conv | is_dwr | is_dwb, desc.dilation, 1))
         # PE layers: k*k*ci im2col columns, weight tiles, requant words
         ci_eff = Signal(range(15 * 15 * (1 << len(ci)) + 1))
         m.d.comb += ci_eff.eq(k * k * ci)
@@ -169,7 +186,8 @@ class Engine(wiring.Component):
                 with m.Case(bits):
                     m.d.comb += tile_bytes.eq(weight_tile_bytes(cfg, bits))
         wmem_bytes = cfg.weight_depth * weight_tile_bytes(cfg, 8)
-        cig, cog = Signal(range(cfg.max_channels + 1)), Signal(range(cfg.max_channels + 1))
+        cig = Signal(range(cfg.max_channels + 1))
+        cog = Signal(range(cfg.max_channels + 1))
         w_total = Signal(40)            # weight bytes of the layer: cig * cog * tile_bytes
         row_step = Signal(32)           # bytes of one output group's tiles: cig * tile_bytes
 
@@ -183,12 +201,14 @@ class Engine(wiring.Component):
             return out
 
         src_last = last_byte(desc.src, hi_, wi, ci, "src_last")
-        src2_last = last_byte(desc.src2, ho, wo, co, "src2_last")
+        src2_last = last_byte(desc.src2, ho, wo, c2, "src2_last")
         dst_last = last_byte(desc.dst, Mux(is_copy | is_add, hi_, ho), Mux(is_copy | is_add, wi, wo),
                              Mux(is_conv, co, ci), "dst_last")
         out_of_range = Signal()
         m.d.comb += out_of_range.eq(
-            (src_last >= buf_bytes) | (dst_last >= buf_bytes) | (is_add & (src2_last >= buf_bytes))
+            (src_last >= buf_bytes) | (dst_last >= buf_bytes)
+            | ((is_add | is_dws | is_dwb) & (src2_last >= buf_bytes))
+            | (is_dw & (desc.weights_offset + (ci << 4) > buf_bytes))
             | (is_conv & ((desc.weights_offset + w_total > buf_bytes)
                           | (desc.requant_offset + (co << 3) > buf_bytes))))
         bad_field = Signal()
@@ -198,20 +218,31 @@ class Engine(wiring.Component):
             | (ci == 0) | (ci > cfg.max_channels)
             | (hi_ == 0) | (wi == 0) | (ph == 0) | (pw == 0)
             | (desc.src.channel_stride == 0) | (desc.dst.channel_stride == 0)
-            | (is_add & ((co != ci) | (ho != hi_) | (wo != wi) | (desc.src2.channel_stride == 0)))
+            | (is_add & ((co != ci) | (ho != hi_) | (wo != wi)))
+            | ((is_add | is_dws | is_dwb) & (desc.src2.channel_stride == 0))
+            | (is_dw & (co != ci))
             | (is_pool & (pad >= k))
             | (is_conv & ((co == 0) | (co > cfg.max_channels) | (ci_eff > cfg.max_channels) | (desc.dilation == 0)
                           | (wb == 0) | (wb > 8) | ((op == Opcode.CONV_PW) & (k != 1)))))
         too_many_weights = Signal()
         m.d.comb += too_many_weights.eq(is_conv & (w_total > wmem_bytes))
         built = Signal()
-        m.d.comb += built.eq(is_copy | is_add | is_pool | is_conv)
+        m.d.comb += built.eq(is_copy | is_add | is_pool | is_conv | is_dw)
 
         # -- channel buffers ------------------------------------------------------------------
         m.submodules.buf_a = buf_a = memory.Memory(shape=unsigned(8), depth=cfg.max_channels, init=[])
-        m.submodules.buf_b = buf_b = memory.Memory(shape=unsigned(8), depth=cfg.max_channels, init=[])
+        m.submodules.buf_b = buf_b = memory.Memory(shape=unsigned(8), depth=max(cfg.max_channels, 18), init=[])
         a_rd, a_wr = buf_a.read_port(domain="comb"), buf_a.write_port()
         b_rd, b_wr = buf_b.read_port(domain="comb"), buf_b.write_port()
+        b_rd2 = buf_b.read_port(domain="comb")      # the second offset of a bilinear tap
+        # depthwise: per-channel words (9 weights, bias, m, s) and accumulators
+        dw_layout = dw_channel_word_layout(cfg)
+        m.submodules.dwmem = dwmem = memory.Memory(shape=unsigned(128), depth=cfg.max_channels, init=[])
+        dw_rd, dw_wr = dwmem.read_port(domain="comb"), dwmem.write_port()
+        dw_word = data.View(dw_layout, dw_rd.data)
+        dw_shift = Signal(128)
+        m.submodules.accm = accm = memory.Memory(shape=signed(cfg.acc_bits), depth=cfg.max_channels, init=[])
+        acc_rd, acc_wr = accm.read_port(domain="comb"), accm.write_port()
 
         # PE layers: the layer's weight tiles (bytes, two read ports: an element of w_bits
         # may straddle two bytes) and requant words (64 bits per output channel)
@@ -235,12 +266,12 @@ class Engine(wiring.Component):
         oy, ox = Signal(16), Signal(16)
         my, mx = Signal(signed(24)), Signal(signed(24))
         sel = Signal(2)                 # 0 src, 1 src2, 2 dst
-        phase = Signal(2)               # per pixel: 0 src, 1 src2, 2 store, 3 next pixel
+        phase = Signal(3)               # per pixel: 0 src, 1 src2, 2 store, 3 next pixel, 4 depthwise taps
         tap_i, tap_j = Signal(4), Signal(4)
         tap_base = Signal(range(16 * 16 * (1 << len(ci))))  # conv: A index of the next tap's channel 0
         move_base = Signal.like(tap_base)                     # A index of the current move's channel 0
         nch = Signal.like(ci)                                 # channels of the current move
-        m.d.comb += nch.eq(Mux(is_conv & (sel == 2), co, ci))
+        m.d.comb += nch.eq(Mux(is_conv & (sel == 2), co, Mux(sel == 1, c2, ci)))
         first = Signal()                # max pool: no tap loaded yet for this pixel
         v = Signal(vlayout)
         with m.Switch(sel):
@@ -264,8 +295,53 @@ class Engine(wiring.Component):
         m.d.comb += [iy.eq(oy * st - pad + tap_i * dil), ix.eq(ox * st - pad + tap_j * dil)]
         tap_inside = (iy >= 0) & (iy < hi_) & (ix >= 0) & (ix < wi)
 
+        # depthwise taps: regular (iy, ix); square: dilation from the map (B[0]); bilinear:
+        # four weighted neighbours of the offset position (offsets B[2t], B[2t+1]), INTEGER_SPEC §4
+        nb = Signal(2)                  # bilinear neighbour (dy, dx) = (nb[1], nb[0])
+        tap_t = Signal(4)
+        m.d.comb += tap_t.eq(tap_i * 3 + tap_j)
+        frac = desc.frac_bits
+        one = Signal(9)
+        m.d.comb += one.eq(1 << frac)
+        lim = Signal(signed(16))
+        m.d.comb += lim.eq(desc.offset_range << frac)
+
+        def element(byte, is_signed):
+            return Mux(is_signed, byte.as_signed(), byte)
+
+        dmv = Signal(8)
+        dm_raw = b_rd.data
+        m.d.comb += dmv.eq(Mux(dm_raw > desc.d_max, desc.d_max, dm_raw))
+        offs = []
+        for port in (b_rd, b_rd2):
+            raw_off = Signal(signed(9))
+            m.d.comb += raw_off.eq(element(port.data, desc.src2.signed))
+            off = Signal(signed(16))
+            m.d.comb += off.eq(Mux(raw_off < -lim, -lim, Mux(raw_off > lim, lim, raw_off)))
+            offs.append(off)
+        py, px = Signal(signed(32)), Signal(signed(32))
+        m.d.comb += [py.eq(((oy * st - pad + tap_i * dil).as_signed() << frac) + offs[0]),
+                     px.eq(((ox * st - pad + tap_j * dil).as_signed() << frac) + offs[1])]
+        y0, x0 = Signal(signed(32)), Signal(signed(32))
+        m.d.comb += [y0.eq(py >> frac), x0.eq(px >> frac)]
+        fy, fx = Signal(9), Signal(9)
+        m.d.comb += [fy.eq(py - (y0 << frac)), fx.eq(px - (x0 << frac))]
+        ty, tx = Signal(signed(32)), Signal(signed(32))
+        coef = Signal(17)
+        with m.If(is_dwb):
+            m.d.comb += [ty.eq(y0 + nb[1]), tx.eq(x0 + nb[0]),
+                         coef.eq(Mux(nb[1], fy, one - fy) * Mux(nb[0], fx, one - fx))]
+        with m.Elif(is_dws):
+            m.d.comb += [ty.eq(oy * st + tap_i * dmv - dmv), tx.eq(ox * st + tap_j * dmv - dmv), coef.eq(1)]
+        with m.Else():
+            m.d.comb += [ty.eq(iy), tx.eq(ix), coef.eq(1)]
+        dw_tap_used = (ty >= 0) & (ty < hi_) & (tx >= 0) & (tx < wi) & (coef != 0)
+        coef_r = Signal.like(coef)
+        tap_r = Signal(4)
+
         # PE layers: division remainders, MAC loop counters and pipeline registers
-        rem_i, rem_o = Signal(signed(len(ci_eff) + 2)), Signal(signed(len(co) + 2))
+        rem_i = Signal(signed(len(ci_eff) + 2))
+        rem_o = Signal(signed(len(co) + 2))
         e = Signal.like(ci_eff)
         c_in = Signal(range(cfg.pe_ci))
         r = Signal(range(cfg.pe_co))
@@ -361,8 +437,6 @@ class Engine(wiring.Component):
                     fault(ErrorCode.BAD_OPCODE)
                 with m.Elif(bad_field):
                     fault(ErrorCode.BAD_DESCRIPTOR)
-                with m.Elif(out_of_range):
-                    fault(ErrorCode.ADDRESS_RANGE)
                 with m.Else():
                     m.d.sync += [cig.eq(0), cog.eq(0), rem_i.eq(ci_eff), rem_o.eq(co)]
                     m.next = "DIV"
@@ -385,7 +459,23 @@ class Engine(wiring.Component):
                                  tap_base.eq(0), pos.eq(0)]
                     with m.If(is_conv):
                         m.next = "LOADW"
+                    with m.Elif(is_dw):
+                        m.next = "LOADDW"
                     with m.Else():
+                        m.next = "SEQ"
+            with state("LOADDW"):
+                m.d.comb += [reader.cmd_valid.eq(1), reader.cmd_addr.eq(base + desc.weights_offset),
+                             reader.cmd_bytes.eq(ci << 4)]
+                with m.If(reader.cmd_ready):
+                    m.next = "LOADDW_DATA"
+            with state("LOADDW_DATA"):
+                word = Cat(dw_shift[8:], reader.o.payload)
+                m.d.comb += [reader.o.ready.eq(1), dw_wr.addr.eq(pos >> 4), dw_wr.data.eq(word)]
+                with m.If(reader.o.valid):
+                    m.d.sync += [dw_shift.eq(word), pos.eq(pos + 1)]
+                    with m.If(pos[:4] == 15):
+                        m.d.comb += dw_wr.en.eq(1)
+                    with m.If(pos == (ci << 4) - 1):
                         m.next = "SEQ"
             with state("LOADW"):
                 m.d.comb += [reader.cmd_valid.eq(1), reader.cmd_addr.eq(base + desc.weights_offset),
@@ -418,7 +508,10 @@ class Engine(wiring.Component):
                 m.d.comb += [radd_rst.eq(1), rq_rst.eq(1)]
                 with m.Switch(phase):
                     with m.Case(0):
-                        with m.If(is_pool | is_conv):
+                        with m.If(is_dw):
+                            m.d.sync += [phase.eq(1), ch.eq(0)]
+                            m.next = "DWCLR"
+                        with m.Elif(is_pool | is_conv):
                             with m.If(tap_i == k):
                                 m.d.sync += phase.eq(Mux(is_conv, 1, 2))
                             with m.Else():
@@ -444,14 +537,35 @@ class Engine(wiring.Component):
                                          rowbits.eq(0), tile_addr.eq(0), bitpos.eq(0), issuing.eq(1), acc.eq(0),
                                          v1.eq(0)]
                             m.next = "MAC"
+                        with m.Elif(is_dw):
+                            m.d.sync += [phase.eq(4), tap_i.eq(0), tap_j.eq(0), nb.eq(0)]
+                            with m.If(~is_dwr):
+                                start_move(1, oy, ox)
                         with m.Else():
                             start_move(1, oy, ox)
+                    with m.Case(4):  # depthwise taps (bilinear: 4 neighbours each)
+                        m.d.comb += [b_rd.addr.eq(Mux(is_dwb, tap_t << 1, 0)), b_rd2.addr.eq((tap_t << 1) + 1)]
+                        with m.If(tap_i == 3):
+                            m.d.sync += [phase.eq(2), feed.eq(0), co_o.eq(0)]
+                            m.next = "DWRQ"
+                        with m.Else():
+                            with m.If(~is_dwb | (nb == 3)):
+                                m.d.sync += nb.eq(0)
+                                with m.If(tap_j == 2):
+                                    m.d.sync += [tap_j.eq(0), tap_i.eq(tap_i + 1)]
+                                with m.Else():
+                                    m.d.sync += tap_j.eq(tap_j + 1)
+                            with m.Else():
+                                m.d.sync += nb.eq(nb + 1)
+                            m.d.sync += [coef_r.eq(coef), tap_r.eq(tap_t)]
+                            with m.If(dw_tap_used):
+                                start_move(0, ty, tx)
                     with m.Case(2):
                         m.d.sync += phase.eq(3)
                         start_move(2, oy, ox)
                     with m.Case(3):
                         m.d.sync += [phase.eq(0), tap_i.eq(0), tap_j.eq(0), first.eq(1), tap_base.eq(0),
-                                     move_base.eq(0)]
+                                     move_base.eq(0), nb.eq(0)]
                         with m.If(ox == pw - 1):
                             m.d.sync += ox.eq(0)
                             with m.If(oy == ph - 1):
@@ -481,11 +595,19 @@ class Engine(wiring.Component):
                 m.d.comb += [reader.o.ready.eq(1), a_rd.addr.eq(ch)]
                 cur = a_rd.data
                 bigger = Mux(v.signed, byte.as_signed() > cur.as_signed(), byte > cur)
+                # depthwise: acc[c] += w[c][tap] * coef * x
+                m.d.comb += [dw_rd.addr.eq(ch), acc_rd.addr.eq(ch)]
+                dw_w = Signal(signed(8))
+                m.d.comb += dw_w.eq(dw_word.weights.as_value().word_select(tap_r, 8))
+                dw_sum = Signal(signed(cfg.acc_bits))
+                m.d.comb += dw_sum.eq(acc_rd.data + dw_w * coef_r * element(byte, desc.src.signed))
                 with m.If(reader.o.valid):
                     m.d.sync += [pos.eq(pos + 1), cs_phase.eq(cs_next)]
                     with m.If(cs_phase == 0):
                         m.d.sync += ch.eq(ch + 1)
-                        with m.If(sel == 1):
+                        with m.If(is_dw & (sel == 0)):
+                            m.d.comb += [acc_wr.addr.eq(ch), acc_wr.data.eq(dw_sum), acc_wr.en.eq(1)]
+                        with m.Elif(sel == 1):
                             m.d.comb += [b_wr.addr.eq(ch), b_wr.data.eq(byte), b_wr.en.eq(1)]
                         with m.Else():
                             m.d.comb += [a_wr.addr.eq(move_base + ch), a_wr.data.eq(byte),
@@ -505,7 +627,7 @@ class Engine(wiring.Component):
                 with m.If(radd.a.valid & radd.a.ready):
                     m.d.sync += feed.eq(feed + 1)
                 src_valid = Mux(is_add, radd.o.valid, 1)
-                src_byte = Mux(is_add, radd.o.payload[0][:8], Mux(is_conv, b_rd.data, a_rd.data))
+                src_byte = Mux(is_add, radd.o.payload[0][:8], Mux(is_conv | is_dw, b_rd.data, a_rd.data))
                 take = cs_phase == 0
                 m.d.comb += [writer.i.valid.eq(Mux(take, src_valid, 1)),
                              writer.i.payload.data.eq(Mux(take, src_byte, 0)),
@@ -517,6 +639,25 @@ class Engine(wiring.Component):
                         m.d.sync += ch.eq(ch + 1)
                     with m.If(last_pos):
                         m.next = "SEQ"
+            with state("DWCLR"):
+                m.d.comb += [acc_wr.addr.eq(ch), acc_wr.data.eq(0), acc_wr.en.eq(1)]
+                m.d.sync += ch.eq(ch + 1)
+                with m.If(ch == ci - 1):
+                    m.next = "SEQ"
+            with state("DWRQ"):
+                # requant every channel's accumulator into B
+                m.d.comb += [acc_rd.addr.eq(feed), dw_rd.addr.eq(feed),
+                             requant.i.payload[0].acc.eq(acc_rd.data), requant.i.payload[0].bias.eq(dw_word.bias),
+                             requant.i.payload[0].m.eq(dw_word.m), requant.i.payload[0].s.eq(dw_word.s),
+                             requant.i.valid.eq(feed < ci)]
+                with m.If(requant.i.valid & requant.i.ready):
+                    m.d.sync += feed.eq(feed + 1)
+                m.d.comb += [b_wr.addr.eq(co_o), b_wr.data.eq(requant.o.payload[0][:8]),
+                             b_wr.en.eq(requant.o.valid)]
+                with m.If(requant.o.valid):
+                    m.d.sync += co_o.eq(co_o + 1)
+                with m.If(co_o == ci):
+                    m.next = "SEQ"
             with state("ZFILL"):
                 m.d.comb += [a_wr.addr.eq(move_base + ch), a_wr.data.eq(0), a_wr.en.eq(1)]
                 m.d.sync += ch.eq(ch + 1)
@@ -596,9 +737,10 @@ class Engine(wiring.Component):
         exec_state = (fsm.ongoing("SEQ") | fsm.ongoing("ADDR") | fsm.ongoing("RCMD") | fsm.ongoing("RDATA")
                       | fsm.ongoing("WCMD") | fsm.ongoing("WDATA") | fsm.ongoing("ZFILL") | fsm.ongoing("MAC")
                       | fsm.ongoing("LOADW") | fsm.ongoing("LOADW_DATA") | fsm.ongoing("LOADRQ")
-                      | fsm.ongoing("LOADRQ_DATA"))
+                      | fsm.ongoing("LOADRQ_DATA") | fsm.ongoing("LOADDW") | fsm.ongoing("LOADDW_DATA")
+                      | fsm.ongoing("DWCLR") | fsm.ongoing("DWRQ"))
         m.d.comb += [self.busy.eq(busy_state),
                      self.unit_busy.pool.eq(exec_state & is_pool), self.unit_busy.add.eq(exec_state & is_add),
-                     self.unit_busy.pw.eq(exec_state & is_conv),
+                     self.unit_busy.pw.eq(exec_state & is_conv), self.unit_busy.dw.eq(exec_state & is_dw),
                      self.unit_busy.dma.eq(~dma_idle)]
         return m

@@ -19,7 +19,7 @@ def test_random_programs_of_every_built_kind_bit_exact_and_every_fault_flagged()
     rng = random.Random(8)
     runs = []
     for i in range(3):
-        image, n = random_program(cfg, rng, layers=5 + i)
+        image, n = random_program(cfg, rng, layers=8 + i)
         runs.append(EngineRun(f"program{i}", image, n))
     image, n = random_program(cfg, rng, layers=5)
     runs += fault_cases(cfg, image, n, rng)
