@@ -40,6 +40,7 @@ from convforge.hw.packing import pack_array
 from convforge.hw.rtl.accel import Accelerator
 from convforge.sim.runner import build_design, run_testbench
 from convforge.sw.runtime.emulator import Emulator
+from convforge.sw.runtime.program import Program
 
 #: The engine configuration of the fast tests: 64-bit AXI, 64-channel buffers.
 ACCEL_TEST_CONFIG = EngineConfig(pe_ci=4, pe_co=4, dw_lanes=4, line_width=32, max_channels=64,
@@ -377,3 +378,41 @@ def check_run(cfg: EngineConfig, run: EngineRun) -> list[str]:
         bad = np.flatnonzero(mem != run.memory)
         problems.append(f"{run.name}: {bad.size} bytes differ from the emulator, first at offsets {bad[:8].tolist()}")
     return problems
+
+
+def run_compiled(cfg: EngineConfig, program: Program, image_hwc: np.ndarray, *, seed: int,
+                 pause_prob: float = 0.1, max_cycles: int = 50_000_000) -> EngineRun:
+    """Place ``image_hwc`` in a fresh buffer of ``program`` and run it on the accelerator RTL;
+    the returned run holds the CSR figures (``result``: cycles, unit busy cycles, DMA bytes)
+    and the buffer after the frame (``memory``)."""
+    mem = program.new_buffer()
+    program.place_image(mem, image_hwc)
+    run = EngineRun("compiled", mem, program.n_descriptors, prog_offset=program.program_offset)
+    run.result["sim_seconds"] = run_engine(cfg, [run], seed=seed, pause_prob=pause_prob, max_cycles=max_cycles)
+    return run
+
+
+def check_compiled(graph: Any, program: Program, image_hwc: np.ndarray, run: EngineRun) -> tuple[int, list[str]]:
+    """Every tensor of ``graph`` read back from the RTL's buffer against the integer
+    reference (:func:`~convforge.models.quant.executor.run_qgraph`) and the emulator
+    (:func:`~convforge.sw.runtime.emulator.run_program`), ``np.array_equal``. The Program
+    must be compiled with ``reuse_buffers=False`` (every tensor still in place at the end).
+    Returns (tensors compared, problems)."""
+    from convforge.models.quant.executor import run_qgraph  # noqa: PLC0415
+    from convforge.sw.runtime.emulator import run_program  # noqa: PLC0415
+
+    if program.meta.get("reuse_buffers", True):
+        raise ValueError("check_compiled needs a Program compiled with reuse_buffers=False")
+    problems = []
+    res = run.result
+    if not res.get("finished") or res.get("error_code"):
+        return 0, [f"frame did not end cleanly: {res}"]
+    ref = run_qgraph(graph, image_hwc, keep_all=True)
+    emu = run_program(program, image_hwc)
+    for name in graph.tensors:
+        rtl = program.read(run.memory, name)[None]
+        if not np.array_equal(rtl, ref[name].numpy()):
+            problems.append(f"tensor {name}: RTL differs from the integer reference")
+        if not np.array_equal(rtl, emu[name]):
+            problems.append(f"tensor {name}: RTL differs from the emulator")
+    return len(graph.tensors), problems

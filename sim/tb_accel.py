@@ -4,7 +4,7 @@ random pauses on all five channels of both.
 
 Each run of the parameter list loads a buffer image at ``base``, programs BASE_ADDR,
 PROG_OFFSET, PROG_LENGTH and BUF_BYTES, writes CTRL (irq_enable | start) and waits for
-``irq`` (a cycle limit per run is a test failure, never a hang); then it reads STATUS,
+``irq`` (``max_cycles`` per run: a test failure, never a hang); then it reads STATUS,
 ERR_INDEX, IRQ_STATUS and the counters over AXI4-Lite, clears IRQ_STATUS, and writes what
 it saw to ``run<i>.json`` and the buffer to ``run<i>.bin`` in the run directory; the host
 compares them with the emulator. Offsets and fields come from
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, First, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from convforge.hw.layouts import csr
@@ -104,19 +104,16 @@ async def run_programs(dut):
         await _write(axil, csr.ADDR_PROG_LENGTH, int(run["prog_length"]))
         await _write(axil, csr.ADDR_BUF_BYTES, int(run["buf_bytes"]))
         await _write(axil, csr.ADDR_CTRL, ctrl.field("irq_enable").mask | ctrl.field("start").mask)
-        cycles, finished = 0, False
         limit = int(run["max_cycles"])
         reset_at = run.get("soft_reset_at")
-        while cycles < limit:
-            await RisingEdge(dut.clk)
-            cycles += 1
-            if reset_at is not None and cycles == reset_at:
-                await _write(axil, csr.ADDR_CTRL, ctrl.field("soft_reset").mask)
-                break
-            await ReadOnly()
-            if int(dut.irq.value):
-                finished = True
-                break
+        if reset_at is not None:
+            await ClockCycles(dut.clk, int(reset_at))
+            await _write(axil, csr.ADDR_CTRL, ctrl.field("soft_reset").mask)
+            finished = False
+        else:
+            if not int(dut.irq.value):
+                await First(RisingEdge(dut.irq), ClockCycles(dut.clk, limit))
+            finished = bool(int(dut.irq.value))
         await RisingEdge(dut.clk)
         word = await _read(axil, csr.ADDR_STATUS)
         if reset_at is not None:  # the engine must leave busy after the soft reset
@@ -125,7 +122,7 @@ async def run_programs(dut):
                     break
                 await ClockCycles(dut.clk, 8)
                 word = await _read(axil, csr.ADDR_STATUS)
-        result = {"finished": finished, "wait_cycles": cycles, "irq": int(dut.irq.value),
+        result = {"finished": finished, "irq": int(dut.irq.value),
                   "busy": status.field("busy").get(word), "done": status.field("done").get(word),
                   "error": status.field("error").get(word), "error_code": status.field("error_code").get(word),
                   "error_index": await _read(axil, csr.ADDR_ERR_INDEX),
