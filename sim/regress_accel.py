@@ -42,8 +42,8 @@ from convforge.sim.runner import build_design, run_testbench
 from convforge.sw.runtime.emulator import Emulator
 from convforge.sw.runtime.program import Program
 
-#: The engine configuration of the fast tests: 64-bit AXI, 64-channel buffers.
-ACCEL_TEST_CONFIG = EngineConfig(pe_ci=4, pe_co=4, dw_lanes=4, line_width=32, max_channels=64,
+#: The engine configuration of the tests: 64-bit AXI, 256-channel buffers (the shipped model fits).
+ACCEL_TEST_CONFIG = EngineConfig(pe_ci=4, pe_co=4, dw_lanes=4, line_width=32, max_channels=256,
                                   axi_data_bits=64)
 _VIEW_KEYS = ("offset", "channel_offset", "channel_stride", "pixel_stride", "row_stride", "upsample", "signed")
 #: Descriptor kinds the engine executes (the random programs use each at least once).

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from convforge.sim.regress_accel import (
     ACCEL_TEST_CONFIG,
@@ -50,3 +51,22 @@ def test_compiled_every_op_network_every_tensor_bit_exact_with_reference_and_emu
     count, problems = check_compiled(graph, program, image, run)
     assert not problems, "\n".join(problems[:10])
     assert count == len(graph.tensors) > 20
+
+
+@pytest.mark.slow  # ~4 min of simulation (720k cycles at ~3k cycles/s)
+def test_shipped_tree_model_at_32x32_every_tensor_bit_exact_on_a_held_out_view():
+    from convforge.models.data import get_dataset
+    from convforge.models.quant.export import export_qgraph
+    from convforge.models.train.checkpoint import load_checkpoint
+    from convforge.models.train.inference import qat_model
+    from convforge.models.train.zoo import default_checkpoint
+
+    path = default_checkpoint()
+    graph = export_qgraph(qat_model(load_checkpoint(path), path).eval(), (32, 32))
+    cfg = ACCEL_TEST_CONFIG
+    program = compile(graph, cfg, reuse_buffers=False)
+    image = get_dataset("trees:test", input_size=32)[0].image
+    run = run_compiled(cfg, program, image, seed=32, pause_prob=0.05)
+    count, problems = check_compiled(graph, program, image, run)
+    assert not problems, "\n".join(problems[:10])
+    assert count == len(graph.tensors) > 100
