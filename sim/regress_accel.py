@@ -38,6 +38,7 @@ from convforge.hw.layouts.program import (
 )
 from convforge.hw.packing import pack_array
 from convforge.hw.rtl.accel import Accelerator
+from convforge.sim.regress import RegressionResult
 from convforge.sim.runner import build_design, run_testbench
 from convforge.sw.runtime.emulator import Emulator
 from convforge.sw.runtime.program import Program
@@ -416,3 +417,30 @@ def check_compiled(graph: Any, program: Program, image_hwc: np.ndarray, run: Eng
         if not np.array_equal(rtl, emu[name]):
             problems.append(f"tensor {name}: RTL differs from the emulator")
     return len(graph.tensors), problems
+
+
+def regress(cfg: EngineConfig, *, seed: int = 0, cases: int = 3, simulator: str = "verilator",
+            gap_prob: float = 0.3, stall_prob: float = 0.3) -> RegressionResult:
+    """``cases`` random Programs of every descriptor kind (:func:`random_program`) plus one
+    run per fault (:func:`fault_cases`) on the accelerator top; each case passes when the
+    RTL's buffer and fault code equal the emulator's (see :func:`check_run`)."""
+    from convforge.errors import SimulationError  # noqa: PLC0415
+
+    rng = random.Random(seed)
+    runs = [EngineRun(f"program{i}", *random_program(cfg, rng, layers=len(ALL_KINDS) + i)) for i in range(cases)]
+    image, n = random_program(cfg, rng, layers=len(ALL_KINDS))
+    runs += fault_cases(cfg, image, n, rng)
+    runs.append(EngineRun("after_soft_reset", image, n))
+    res = RegressionResult("accel")
+    try:
+        run_engine(cfg, runs, seed=seed, pause_prob=max(gap_prob, stall_prob), simulator=simulator)
+    except SimulationError as exc:
+        res.failed, res.failures = 1, [f"accel seed {seed}: {exc}"]
+        return res
+    for r in runs:
+        problems = check_run(cfg, r)
+        res.passed += not problems
+        res.failed += bool(problems)
+        res.failures += [f"accel seed {seed}: {p}" for p in problems]
+    res.figures = {"cycles": {r.name: r.result.get("cycles") for r in runs}}
+    return res
