@@ -50,6 +50,9 @@ _VIEW_KEYS = ("offset", "channel_offset", "channel_stride", "pixel_stride", "row
 #: Descriptor kinds the engine executes (the random programs use each at least once).
 ALL_KINDS = (Opcode.COPY, Opcode.ADD, Opcode.MAXPOOL, Opcode.CONV_PW, Opcode.CONV_KXK,
              Opcode.DW_REGULAR, Opcode.DW_SQUARE, Opcode.DW_BILINEAR)
+#: Watchdog of the simulated top: cycles without an AXI handshake before TIMEOUT (short, so
+#: the test provokes it quickly; random pauses never stall a channel this long).
+TEST_WATCHDOG = 1 << 12
 #: Where the buffer sits in the simulated DDR (not page aligned: bursts must split at 4 KiB).
 BASE_ADDR = 0x1F40
 
@@ -241,7 +244,8 @@ def decode(cfg: EngineConfig, image: np.ndarray, n: int) -> list[dict[str, Any]]
 class EngineRun:
     """One image to run: ``name``, buffer ``image``, descriptors ``n``, optional
     ``poison`` window ``[lo, hi)`` (buffer offsets answering SLVERR), ``soft_reset_at``
-    (cycles after start), ``expect`` (error code the hardware alone can tell, e.g. AXI)."""
+    (cycles after start), ``stall_reads`` (the R channel never answers until done),
+    ``expect`` (error code the hardware alone can tell, e.g. AXI)."""
 
     name: str
     image: np.ndarray
@@ -250,6 +254,7 @@ class EngineRun:
     buf_bytes: int | None = None
     poison: tuple[int, int] | None = None
     soft_reset_at: int | None = None
+    stall_reads: bool = False
     expect: tuple[int, int] | None = None
     result: dict[str, Any] = field(default_factory=dict)
     memory: np.ndarray | None = None
@@ -285,15 +290,16 @@ def fault_cases(cfg: EngineConfig, image: np.ndarray, n: int, rng: random.Random
     first = dst["offset"] + dst["channel_offset"]
     runs.append(EngineRun("axi_slverr_write", image.copy(), n, poison=(first, first + 1),
                           expect=(ErrorCode.AXI_SLVERR, last)))
+    runs.append(EngineRun("timeout", image.copy(), n, stall_reads=True, expect=(ErrorCode.TIMEOUT, 0)))
     runs.append(EngineRun("soft_reset", image.copy(), n, soft_reset_at=rng.randint(300, 900),
                           expect=(ErrorCode.NONE, 0)))
     return runs
 
 
 def build_accel(cfg: EngineConfig, simulator: str = "verilator"):
-    """Build (or reuse) the accelerator top's simulation."""
-    return build_design("accel", component_factory=lambda: Accelerator(cfg), simulator=simulator,
-                        params=cfg.to_dict())
+    """Build (or reuse) the accelerator top's simulation (watchdog :data:`TEST_WATCHDOG`)."""
+    return build_design("accel", component_factory=lambda: Accelerator(cfg, watchdog_cycles=TEST_WATCHDOG),
+                        simulator=simulator, params={**cfg.to_dict(), "watchdog": TEST_WATCHDOG})
 
 
 def run_engine(cfg: EngineConfig, runs: list[EngineRun], *, seed: int, pause_prob: float = 0.3,
@@ -315,7 +321,7 @@ def run_engine(cfg: EngineConfig, runs: list[EngineRun], *, seed: int, pause_pro
             params_runs.append({"image": str(path), "prog_offset": r.prog_offset, "prog_length": r.n,
                                 "buf_bytes": r.image.size if r.buf_bytes is None else r.buf_bytes,
                                 "max_cycles": max_cycles, "poison": list(r.poison) if r.poison else None,
-                                "soft_reset_at": r.soft_reset_at})
+                                "soft_reset_at": r.soft_reset_at, "stall_reads": r.stall_reads})
         ram = -(-(BASE_ADDR + max(r.image.size for r in runs) + 4096) // 4096) * 4096
         t0 = time.monotonic()
         res = run_testbench(handle, "convforge.sim.tb_accel", seed=seed,

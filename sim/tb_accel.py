@@ -13,11 +13,13 @@ compares them with the emulator. Offsets and fields come from
 Parameters (``tb_params()``): ``seed``, ``pause_prob``, ``base``, ``ram_bytes``, ``runs``:
 a list of ``{"image": file, "prog_offset", "prog_length", "buf_bytes", "max_cycles",
 "poison": [lo, hi] (buffer offsets whose reads and writes answer SLVERR), "soft_reset_at":
-cycles after start (write CTRL.soft_reset then instead of waiting for done)}``.
+cycles after start (write CTRL.soft_reset then instead of waiting for done), "stall_reads":
+the R channel pauses until done (TIMEOUT), then answers again}``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -81,9 +83,11 @@ async def run_programs(dut):
                  size=int(p["ram_bytes"]))
     axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
     prob = float(p.get("pause_prob", 0.3))
+    r_pauses = _pauses(random.Random(rng.random()), prob)
     if prob > 0:
+        ram.read_if.r_channel.set_pause_generator(r_pauses)
         for ch in (ram.write_if.aw_channel, ram.write_if.w_channel, ram.write_if.b_channel,
-                   ram.read_if.ar_channel, ram.read_if.r_channel,
+                   ram.read_if.ar_channel,
                    axil.write_if.aw_channel, axil.write_if.w_channel, axil.write_if.b_channel,
                    axil.read_if.ar_channel, axil.read_if.r_channel):
             ch.set_pause_generator(_pauses(random.Random(rng.random()), prob))
@@ -111,9 +115,13 @@ async def run_programs(dut):
             await _write(axil, csr.ADDR_CTRL, ctrl.field("soft_reset").mask)
             finished = False
         else:
+            if run.get("stall_reads"):
+                ram.read_if.r_channel.set_pause_generator(itertools.repeat(True))
             if not int(dut.irq.value):
                 await First(RisingEdge(dut.irq), ClockCycles(dut.clk, limit))
             finished = bool(int(dut.irq.value))
+            if run.get("stall_reads"):  # the bus answers again: the engine drains it
+                ram.read_if.r_channel.set_pause_generator(r_pauses)
         await RisingEdge(dut.clk)
         word = await _read(axil, csr.ADDR_STATUS)
         if reset_at is not None:  # the engine must leave busy after the soft reset

@@ -44,8 +44,8 @@ Checks, in the emulator's order (:class:`convforge.sw.runtime.emulator.Emulator`
 * any byte of an operand's whole view, of the weight tiles, requant words or depthwise
   words at or past ``buf_bytes``: ADDRESS_RANGE;
 * an AXI SLVERR / DECERR on a descriptor fetch or data transfer: AXI_SLVERR / AXI_DECERR;
-* no AXI handshake for ``watchdog_cycles`` while a transfer is pending: TIMEOUT (the bus
-  is hung; the engine stops without draining it);
+* no AXI handshake for ``watchdog_cycles`` while a transfer is pending: TIMEOUT (done at
+  once; should the bus answer later, the pending bursts are drained before the next start);
 * the last of ``PROG_LENGTH`` descriptors executed without END: NO_END, that index.
 
 After a fault or a ``soft_reset`` the DMA completes the bursts already issued (reads
@@ -392,10 +392,10 @@ class Engine(wiring.Component):
                 if name not in ("IDLE", "RESET_DRAIN", "DRAIN"):
                     with m.If(dma_err != 0):
                         fault(Mux(dma_err == Resp.DECERR, ErrorCode.AXI_DECERR, ErrorCode.AXI_SLVERR))
-                if name not in ("IDLE", "RESET_DRAIN"):
+                if name not in ("IDLE", "RESET_DRAIN", "HUNG"):
                     with m.If(hung):
                         m.d.sync += [err.eq(ErrorCode.TIMEOUT), err_idx.eq(idx), done.eq(1)]
-                        m.next = "IDLE"
+                        m.next = "HUNG"
                 with m.If(self.soft_reset):
                     m.d.sync += [done.eq(0), err.eq(0), err_idx.eq(0), pending.eq(0)]
                     m.next = "RESET_DRAIN"
@@ -728,12 +728,17 @@ class Engine(wiring.Component):
                 with m.If(dma_idle):
                     m.d.sync += done.eq(1)
                     m.next = "IDLE"
+            with state("HUNG"):
+                # the frame has ended with TIMEOUT; should the bus come back, drain it
+                m.d.comb += abort.eq(1)
+                with m.If(dma_idle):
+                    m.next = "IDLE"
             with state("RESET_DRAIN"):
                 m.d.comb += abort.eq(1)
                 with m.If(dma_idle):
                     m.next = "IDLE"
 
-        busy_state = ~fsm.ongoing("IDLE") & ~fsm.ongoing("RESET_DRAIN")
+        busy_state = ~fsm.ongoing("IDLE") & ~fsm.ongoing("RESET_DRAIN") & ~fsm.ongoing("HUNG")
         exec_state = (fsm.ongoing("SEQ") | fsm.ongoing("ADDR") | fsm.ongoing("RCMD") | fsm.ongoing("RDATA")
                       | fsm.ongoing("WCMD") | fsm.ongoing("WDATA") | fsm.ongoing("ZFILL") | fsm.ongoing("MAC")
                       | fsm.ongoing("LOADW") | fsm.ongoing("LOADW_DATA") | fsm.ongoing("LOADRQ")
