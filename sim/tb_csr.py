@@ -24,7 +24,7 @@ from convforge.hw.layouts import csr
 from convforge.sim.tbio import tb_params
 
 R = csr.REGISTERS
-RW_REGS = ("BASE_ADDR_LO", "BASE_ADDR_HI", "PROG_OFFSET", "PROG_LENGTH")
+RW_REGS = ("BASE_ADDR_LO", "BASE_ADDR_HI", "PROG_OFFSET", "PROG_LENGTH", "BUF_BYTES")
 COUNTER_NAMES = ("CYCLES", "BUSY_PW", "BUSY_DW", "BUSY_POOL", "BUSY_ADD", "BUSY_DMA",
                  "DMA_RD_BYTES", "DMA_WR_BYTES")
 UNIT_BITS = {"BUSY_PW": 0, "BUSY_DW": 1, "BUSY_POOL": 2, "BUSY_ADD": 3, "BUSY_DMA": 4}

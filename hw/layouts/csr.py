@@ -99,7 +99,7 @@ ERROR_CODE_TEXT: dict[ErrorCode, str] = {
 #: ID register value.
 ID_MAGIC = 0x434E5646
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1
 #: Bytes of address space the CSR block decodes.
 ADDRESS_SPAN = 0x200
 #: EngineConfig field names in CFG word order; the last CFG word is the hash.
@@ -121,8 +121,14 @@ CFG_FIELDS: tuple[str, ...] = (
     'dw_modes',
     'axi_data_bits',
     'clock_mhz',
+    'weight_depth',
+    'max_channels',
+    'act_buffer_bytes',
+    'pool_k_max',
+    'pool_s_max',
+    'pool_block_rows',
 )
-CFG_WORDS = 18
+CFG_WORDS = 24
 
 #: Byte offset of every register (of the first word of an array).
 ADDR_ID              = 0x000
@@ -131,6 +137,7 @@ ADDR_CTRL            = 0x008
 ADDR_STATUS          = 0x00C
 ADDR_ERR_INDEX       = 0x010
 ADDR_IRQ_STATUS      = 0x014
+ADDR_BUF_BYTES       = 0x018
 ADDR_BASE_ADDR_LO    = 0x020
 ADDR_BASE_ADDR_HI    = 0x024
 ADDR_PROG_OFFSET     = 0x028
@@ -160,7 +167,7 @@ REGISTERS: dict[str, Register] = {
         Field('id', 0, 32, 'const', 0x434E5646, 'Magic number.'),
     )),
     'VERSION': Register('VERSION', 0x004, 'Register map version. Bumped when the register map changes incompatibly (major) or gains registers (minor).', (
-        Field('minor', 0, 16, 'const', 0x0, 'Minor version.'),
+        Field('minor', 0, 16, 'const', 0x1, 'Minor version.'),
         Field('major', 16, 16, 'const', 0x1, 'Major version.'),
     )),
     'CTRL': Register('CTRL', 0x008, 'Control.', (
@@ -180,6 +187,9 @@ REGISTERS: dict[str, Register] = {
     'IRQ_STATUS': Register('IRQ_STATUS', 0x014, 'Interrupt status. Sticky event bits; write 1 to clear. irq = CTRL.irq_enable & (done | error).', (
         Field('done', 0, 1, 'w1c', 0x0, 'Set when a frame ends (STATUS.done rises).'),
         Field('error', 1, 1, 'w1c', 0x0, 'Set when a frame ends with an error.'),
+    )),
+    'BUF_BYTES': Register('BUF_BYTES', 0x018, "Buffer size. Bytes of the Program's buffer at BASE_ADDR (Program.buffer_bytes). Every descriptor, table and operand byte must lie below BASE_ADDR + BUF_BYTES, else the frame stops with ADDRESS_RANGE.", (
+        Field('bytes', 0, 32, 'rw', 0x0, 'Bytes.'),
     )),
     'BASE_ADDR_LO': Register('BASE_ADDR_LO', 0x020, 'DDR base address, low word. Byte address of the one buffer the driver allocates; every descriptor address is a byte offset from it.', (
         Field('addr', 0, 32, 'rw', 0x0, 'Bits 31:0.'),
@@ -242,9 +252,9 @@ REGISTERS: dict[str, Register] = {
         Field('value', 0, 32, 'ro', 0x0, 'Bits 63:32 as latched by the last read of the _LO register.'),
     )),
     'CFG_COUNT': Register('CFG_COUNT', 0x0FC, 'EngineConfig word count. Number of CFG words (EngineConfig fields + 1 hash word).', (
-        Field('count', 0, 32, 'const', 0x12, 'Words.'),
+        Field('count', 0, 32, 'const', 0x18, 'Words.'),
     )),
     'CFG': Register('CFG', 0x100, 'EngineConfig word. EngineConfig.to_csr_words(): one word per field (dataclass order), the last word a CRC-32 of names and values.', (
         Field('value', 0, 32, 'ro', 0x0, 'Encoded field value (ints as is, floats in thousandths, choice sets as bit masks).'),
-    ), 18, 4),
+    ), 24, 4),
 }

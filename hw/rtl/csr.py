@@ -72,6 +72,7 @@ class CsrBlock(wiring.Component):
         base_addr: Out(64) -- BASE_ADDR_HI:BASE_ADDR_LO, bytes.
         prog_offset: Out(32) -- PROG_OFFSET, bytes from base_addr.
         prog_length: Out(32) -- PROG_LENGTH, descriptors.
+        buf_bytes: Out(32) -- BUF_BYTES, bytes of the Program's buffer.
         busy, done: In(1) -- controller state (STATUS).
         error_code: In(8) -- :class:`csr.ErrorCode` (STATUS.error_code).
         error_index: In(32) -- failing descriptor (ERR_INDEX).
@@ -104,7 +105,7 @@ class CsrBlock(wiring.Component):
             "s_axil": In(axi4lite_signature(addr_bits, 32)),
             "irq": Out(1),
             "start": Out(1), "soft_reset": Out(1), "irq_enable": Out(1),
-            "base_addr": Out(64), "prog_offset": Out(32), "prog_length": Out(32),
+            "base_addr": Out(64), "prog_offset": Out(32), "prog_length": Out(32), "buf_bytes": Out(32),
             "busy": In(1), "done": In(1), "error_code": In(8), "error_index": In(32),
             "unit_busy": In(UNIT_BUSY_LAYOUT),
             "dma_rd_bytes": In(byte_count), "dma_wr_bytes": In(byte_count),
@@ -259,6 +260,7 @@ class CsrBlock(wiring.Component):
             self.base_addr.eq(Cat(store[_key("BASE_ADDR_LO", "addr")], store[_key("BASE_ADDR_HI", "addr")])),
             self.prog_offset.eq(store[_key("PROG_OFFSET", "offset")]),
             self.prog_length.eq(store[_key("PROG_LENGTH", "count")]),
+            self.buf_bytes.eq(store[_key("BUF_BYTES", "bytes")]),
             self.irq.eq(self.irq_enable & (store[_key("IRQ_STATUS", "done")] | store[_key("IRQ_STATUS", "error")])),
         ]
         return m

@@ -69,6 +69,12 @@ def _csr(cfg: EngineConfig) -> Any:
     return CsrBlock(cfg)
 
 
+def _accel(cfg: EngineConfig) -> Any:
+    from convforge.hw.rtl.accel import Accelerator  # noqa: PLC0415
+
+    return Accelerator(cfg)
+
+
 UNITS: dict[str, UnitSpec] = {
     u.name: u
     for u in (
@@ -90,6 +96,9 @@ UNITS: dict[str, UnitSpec] = {
         UnitSpec("csr", _csr,
                  "AXI4-Lite CSR block generated from hw/regmap/convforge.rdl (control, status, counters, config)",
                  "convforge.sim.regress_csr:regress"),
+        UnitSpec("accel", _accel,
+                 "accelerator top: CSR + controller (runs a whole Program) + AXI4 DMA + every opcode",
+                 "convforge.sim.regress_accel:regress"),
     )
 }
 

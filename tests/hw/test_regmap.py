@@ -168,7 +168,7 @@ def test_a_clock_off_the_thousandths_grid_is_refused_naming_the_field():
 def test_encoding_picks_up_added_fields_of_every_supported_type():
     @dataclasses.dataclass(frozen=True)
     class Grown(EngineConfig):
-        weight_depth: int = 4096
+        spare_depth: int = 4096
         pool_ping_pong: bool = True
         dram_gbps: float = 4.25
         layout: str = dataclasses.field(default="nhwc", metadata={"choices": ("nchw", "nhwc")})

@@ -1,0 +1,751 @@
+"""The accelerator's engine: controller, DMA and the byte-serial element units.
+
+:class:`Engine` runs a whole Program (:mod:`convforge.hw.layouts.program`) from one
+``start``: it fetches each descriptor over AXI from ``base_addr + prog_offset + 128*i``,
+checks it, executes it, and stops at END (``done``) or at the first fault (``done`` with an
+error code and the failing descriptor's index). It is the part of the accelerator top
+(:mod:`convforge.hw.rtl.accel`) behind the CSR block; its control ports are the CSR
+block's.
+
+Every opcode of :class:`~convforge.hw.layouts.program.Opcode` is built: END, COPY, ADD
+(the verified :class:`~convforge.hw.rtl.pool_add.ResidualAdd`, one lane), MAXPOOL (running
+maximum, padded taps skipped), CONV_PW / CONV_KXK (the layer's weight tiles and requant
+words loaded on chip, im2col columns gathered tap by tap by the address generator, padded
+taps zero, a multiply-accumulate per cycle into the verified
+:class:`~convforge.hw.rtl.requant.Requant`, one lane), DW_REGULAR / DW_SQUARE / DW_BILINEAR
+(per-channel words on chip, per-channel accumulators, each tap -- for bilinear each of
+its four neighbours with its ``(1-f)``/``f`` weight product -- accumulated as its span
+streams in; then requant). Opcodes 9..15 are BAD_OPCODE.
+
+Execution, per output pixel ``(y, x)`` of a descriptor: each operand's channel vector is
+one DMA span ``[addr, addr + (C-1)*channel_stride + 1)`` with
+``addr = base + offset + channel_offset + (y >> upsample)*row_stride + (x >> upsample)*pixel_stride``
+(the view formula of :mod:`convforge.hw.layouts.program`); read spans are gathered into
+an on-chip channel buffer (every ``channel_stride``-th byte), the result is scattered back
+with write strobes. Max pool loads each in-bounds tap into the running maximum; ADD loads
+``src`` and ``src2`` then streams both through the residual-add pipeline into the writer.
+Cost: about ``span + 12`` cycles per span plus the AXI latency (one byte per cycle), one
+128-byte read per descriptor; PE layers add ``k*k*C_in*C_out`` MAC cycles per output pixel
+and the table loads, depthwise layers ``C`` cycles to clear and ``C`` to requant per pixel.
+This is a correct, bit-exact engine, not yet a fast one: the PE array's and depthwise
+unit's lane parallelism is not used (one MAC per cycle).
+
+Checks, in the emulator's order (:class:`convforge.sw.runtime.emulator.Emulator`):
+
+* ``PROG_LENGTH`` = 0 or the descriptors reach past ``buf_bytes``: ADDRESS_RANGE, index 0;
+* opcode 9..15: BAD_OPCODE; END: done; ``config_tag`` differs from this engine's:
+  CONFIG_MISMATCH;
+* destination ``upsample``, kernel or stride 0 (not COPY), channels 0 or above
+  ``max_channels``, zero heights / widths / channel strides, ADD with differing
+  input / output shapes, MAXPOOL with ``pad >= kernel``, a PE layer with ``k*k*C_in`` or
+  ``C_out`` above ``max_channels``, dilation 0, ``w_bits`` outside 2..8, CONV_PW with
+  ``kernel != 1``, more weight bytes than ``weight_depth`` tiles hold, a depthwise layer
+  with ``C_out != C_in``: BAD_DESCRIPTOR;
+* any byte of an operand's whole view, of the weight tiles, requant words or depthwise
+  words at or past ``buf_bytes``: ADDRESS_RANGE;
+* an AXI SLVERR / DECERR on a descriptor fetch or data transfer: AXI_SLVERR / AXI_DECERR;
+* no AXI handshake for ``watchdog_cycles`` while a transfer is pending: TIMEOUT (done at
+  once; should the bus answer later, the pending bursts are drained before the next start);
+* the last of ``PROG_LENGTH`` descriptors executed without END: NO_END, that index.
+
+After a fault or a ``soft_reset`` the DMA completes the bursts already issued (reads
+drained, writes with ``WSTRB = 0``) before the engine accepts the next ``start``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from amaranth import Cat, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from convforge.errors import ConfigError
+from convforge.hw.config import EngineConfig
+from convforge.hw.layouts.csr import ErrorCode
+from convforge.hw.layouts.program import (
+    DESCRIPTOR_BYTES,
+    Opcode,
+    config_tag,
+    descriptor_layout,
+    dw_channel_word_layout,
+    requant_word_layout,
+    view_layout,
+    weight_tile_bytes,
+)
+from convforge.hw.rtl.axi import Resp, axi4_signature
+from convforge.hw.rtl.csr import UNIT_BUSY_LAYOUT
+from convforge.hw.rtl.dma import SPAN_BITS, ReadDma, WriteDma
+from convforge.hw.rtl.pool_add import ResidualAdd
+from convforge.hw.rtl.requant import Requant
+
+#: Opcodes this engine executes (END included); every other valid opcode is BAD_OPCODE.
+BUILT_OPCODES = (Opcode.END, Opcode.COPY, Opcode.ADD, Opcode.MAXPOOL)
+#: Default watchdog: cycles without an AXI handshake while a transfer is pending.
+WATCHDOG_CYCLES = 1 << 20
+
+
+class Engine(wiring.Component):
+    """Controller + DMA + units (see the module docstring).
+
+    Parameters:
+        cfg: the EngineConfig (AXI data width, ``max_channels`` = channel-buffer depth,
+            the descriptor layout and its config tag).
+        addr_bits: AXI address width (board fact: 32 on Zynq-7000, 40/49 on ZynqMP).
+        max_burst: beats per burst; max_outstanding: read bursts in flight.
+        watchdog_cycles: TIMEOUT after this many cycles without an AXI handshake.
+
+    Ports:
+        m_axi: Out(:func:`~convforge.hw.rtl.dma.axi4_signature`) -- DDR.
+        start, soft_reset: In(1) pulses; base_addr: In(64) bytes; prog_offset: In(32)
+            bytes from base; prog_length: In(32) descriptors; buf_bytes: In(32) size of the
+            Program's buffer in bytes (every address must fall below base + buf_bytes).
+        busy, done: Out(1); error_code: Out(8) (:class:`~convforge.hw.layouts.csr.ErrorCode`);
+        error_index: Out(32) failing descriptor.
+        unit_busy: Out(:data:`~convforge.hw.rtl.csr.UNIT_BUSY_LAYOUT`) -- one bit per unit,
+            high in its busy cycles (the CSR BUSY_* counters).
+        dma_rd_bytes, dma_wr_bytes: Out(range(axi_data_bits // 8 + 1)) -- bytes moved
+            this cycle (whole R beats; strobed W bytes).
+    """
+
+    def __init__(self, cfg: EngineConfig, addr_bits: int = 32, max_burst: int = 16,
+                 max_outstanding: int = 4, watchdog_cycles: int = WATCHDOG_CYCLES) -> None:
+        if watchdog_cycles < 16:
+            raise ConfigError(f"watchdog_cycles={watchdog_cycles}: needs at least 16 cycles")
+        self.cfg = cfg
+        self.addr_bits, self.max_burst, self.max_outstanding = addr_bits, max_burst, max_outstanding
+        self.watchdog_cycles = watchdog_cycles
+        nbytes = range(cfg.axi_data_bits // 8 + 1)
+        super().__init__({
+            "m_axi": Out(axi4_signature(addr_bits, cfg.axi_data_bits)),
+            "start": In(1), "soft_reset": In(1),
+            "base_addr": In(64), "prog_offset": In(32), "prog_length": In(32), "buf_bytes": In(32),
+            "busy": Out(1), "done": Out(1), "error_code": Out(8), "error_index": Out(32),
+            "unit_busy": Out(UNIT_BUSY_LAYOUT),
+            "dma_rd_bytes": Out(nbytes), "dma_wr_bytes": Out(nbytes),
+        })
+
+    def elaborate(self, platform) -> Module:  # noqa: ARG002, PLR0915
+        cfg = self.cfg
+        m = Module()
+        m.submodules.reader = reader = ReadDma(self.addr_bits, cfg.axi_data_bits, self.max_burst,
+                                               self.max_outstanding)
+        m.submodules.writer = writer = WriteDma(self.addr_bits, cfg.axi_data_bits, self.max_burst)
+        for part in (reader, writer):
+            for name, member in part.axi.signature.members.items():
+                if member.flow == wiring.Out:
+                    m.d.comb += getattr(self.m_axi, name).eq(getattr(part.axi, name))
+                else:
+                    m.d.comb += getattr(part.axi, name).eq(getattr(self.m_axi, name))
+        dma_idle = reader.idle & writer.idle
+        m.d.comb += [self.dma_rd_bytes.eq(Mux(reader.beat, cfg.axi_data_bits // 8, 0)),
+                     self.dma_wr_bytes.eq(writer.wbytes)]
+
+        # -- latched frame parameters and the descriptor ------------------------------------
+        layout = descriptor_layout(cfg)
+        vlayout = view_layout(cfg)
+        base = Signal(64)
+        prog_off = Signal(32)
+        n_desc = Signal(32)
+        buf_bytes = Signal(32)
+        idx = Signal(32)
+        raw = Signal(DESCRIPTOR_BYTES * 8)
+        desc = data.View(layout, raw)
+        op = desc.opcode
+        tag = config_tag(cfg)
+
+        err = Signal(8)
+        err_idx = Signal(32)
+        done = Signal()
+        pending = Signal()
+        m.d.comb += [self.error_code.eq(err), self.error_index.eq(err_idx), self.done.eq(done)]
+
+        ci, co = desc.in_channels, desc.out_channels
+        hi_, wi, ho, wo = desc.in_height, desc.in_width, desc.out_height, desc.out_width
+        k, st, pad = desc.kernel, desc.stride, desc.pad
+        is_copy, is_add, is_pool = op == Opcode.COPY, op == Opcode.ADD, op == Opcode.MAXPOOL
+        is_conv = (op == Opcode.CONV_PW) | (op == Opcode.CONV_KXK)
+        is_dwr, is_dws, is_dwb = op == Opcode.DW_REGULAR, op == Opcode.DW_SQUARE, op == Opcode.DW_BILINEAR
+        is_dw = is_dwr | is_dws | is_dwb
+        c2 = Signal.like(co)            # channels of src2: ADD's b, the dilation map, the offset map
+        m.d.comb += c2.eq(Mux(is_dws, 1, Mux(is_dwb, 18, co)))
+        # pixels iterated: COPY over the input, the others over the output
+        ph = Signal(16)
+        pw = Signal(16)
+        m.d.comb += [ph.eq(Mux(is_copy, hi_, ho)), pw.eq(Mux(is_copy, wi, wo))]
+        dil = Signal(4)                 # tap spacing: the conv's dilation, 1 for max pool
+        m.d.comb += dil.eq(Mux(is_conv | is_dwr | is_dwb, desc.dilation, 1))
+        # PE layers: k*k*ci im2col columns, weight tiles, requant words
+        ci_eff = Signal(range(15 * 15 * (1 << len(ci)) + 1))
+        m.d.comb += ci_eff.eq(k * k * ci)
+        wb = desc.w_bits
+        tile_bytes = Signal(range(weight_tile_bytes(cfg, 8) + 1))
+        with m.Switch(wb):
+            for bits in range(1, 9):
+                with m.Case(bits):
+                    m.d.comb += tile_bytes.eq(weight_tile_bytes(cfg, bits))
+        wmem_bytes = cfg.weight_depth * weight_tile_bytes(cfg, 8)
+        cig = Signal(range(cfg.max_channels + 1))
+        cog = Signal(range(cfg.max_channels + 1))
+        w_total = Signal(40)            # weight bytes of the layer: cig * cog * tile_bytes
+        row_step = Signal(32)           # bytes of one output group's tiles: cig * tile_bytes
+
+        # -- checks ---------------------------------------------------------------------------
+        def last_byte(v, h, w, c, name):
+            """Offset (from base) of the view's last byte for an (h, w, c) logical shape."""
+            out = Signal(52, name=name)
+            up = v.upsample
+            m.d.comb += out.eq(v.offset + v.channel_offset + ((h - 1) >> up) * v.row_stride
+                               + ((w - 1) >> up) * v.pixel_stride + (c - 1) * v.channel_stride)
+            return out
+
+        src_last = last_byte(desc.src, hi_, wi, ci, "src_last")
+        src2_last = last_byte(desc.src2, ho, wo, c2, "src2_last")
+        dst_last = last_byte(desc.dst, Mux(is_copy | is_add, hi_, ho), Mux(is_copy | is_add, wi, wo),
+                             Mux(is_conv, co, ci), "dst_last")
+        out_of_range = Signal()
+        m.d.comb += out_of_range.eq(
+            (src_last >= buf_bytes) | (dst_last >= buf_bytes)
+            | ((is_add | is_dws | is_dwb) & (src2_last >= buf_bytes))
+            | (is_dw & (desc.weights_offset + (ci << 4) > buf_bytes))
+            | (is_conv & ((desc.weights_offset + w_total > buf_bytes)
+                          | (desc.requant_offset + (co << 3) > buf_bytes))))
+        bad_field = Signal()
+        m.d.comb += bad_field.eq(
+            desc.dst.upsample
+            | (~is_copy & ((k == 0) | (st == 0)))
+            | (ci == 0) | (ci > cfg.max_channels)
+            | (hi_ == 0) | (wi == 0) | (ph == 0) | (pw == 0)
+            | (desc.src.channel_stride == 0) | (desc.dst.channel_stride == 0)
+            | (is_add & ((co != ci) | (ho != hi_) | (wo != wi)))
+            | ((is_add | is_dws | is_dwb) & (desc.src2.channel_stride == 0))
+            | (is_dw & (co != ci))
+            | (is_pool & (pad >= k))
+            | (is_conv & ((co == 0) | (co > cfg.max_channels) | (ci_eff > cfg.max_channels) | (desc.dilation == 0)
+                          | (wb == 0) | (wb > 8) | ((op == Opcode.CONV_PW) & (k != 1)))))
+        too_many_weights = Signal()
+        m.d.comb += too_many_weights.eq(is_conv & (w_total > wmem_bytes))
+        built = Signal()
+        m.d.comb += built.eq(is_copy | is_add | is_pool | is_conv | is_dw)
+
+        # -- channel buffers ------------------------------------------------------------------
+        m.submodules.buf_a = buf_a = memory.Memory(shape=unsigned(8), depth=cfg.max_channels, init=[])
+        m.submodules.buf_b = buf_b = memory.Memory(shape=unsigned(8), depth=max(cfg.max_channels, 18), init=[])
+        a_rd, a_wr = buf_a.read_port(domain="comb"), buf_a.write_port()
+        b_rd, b_wr = buf_b.read_port(domain="comb"), buf_b.write_port()
+        b_rd2 = buf_b.read_port(domain="comb")      # the second offset of a bilinear tap
+        # depthwise: per-channel words (9 weights, bias, m, s) and accumulators
+        dw_layout = dw_channel_word_layout(cfg)
+        m.submodules.dwmem = dwmem = memory.Memory(shape=unsigned(128), depth=cfg.max_channels, init=[])
+        dw_rd, dw_wr = dwmem.read_port(domain="comb"), dwmem.write_port()
+        dw_word = data.View(dw_layout, dw_rd.data)
+        dw_shift = Signal(128)
+        m.submodules.accm = accm = memory.Memory(shape=signed(cfg.acc_bits), depth=cfg.max_channels, init=[])
+        acc_rd, acc_wr = accm.read_port(domain="comb"), accm.write_port()
+
+        # PE layers: the layer's weight tiles (bytes, two read ports: an element of w_bits
+        # may straddle two bytes) and requant words (64 bits per output channel)
+        m.submodules.wmem = wmem = memory.Memory(shape=unsigned(8), depth=wmem_bytes, init=[])
+        w_rd0, w_rd1, w_wr = wmem.read_port(), wmem.read_port(), wmem.write_port()
+        rq_layout = requant_word_layout(cfg)
+        m.submodules.rqmem = rqmem = memory.Memory(shape=unsigned(64), depth=cfg.max_channels, init=[])
+        rq_rd, rq_wr = rqmem.read_port(), rqmem.write_port()
+        rq_shift = Signal(64)
+        rq_rst = Signal()
+        m.submodules.requant = requant = ResetInserter(rq_rst)(Requant(cfg, lanes=1))
+        m.d.comb += [requant.lo.eq(desc.lo), requant.hi.eq(desc.hi), requant.o.ready.eq(1)]
+
+        radd_rst = Signal()
+        m.submodules.radd = radd = ResetInserter(radd_rst)(ResidualAdd(cfg, lanes=1))
+        m.d.comb += [radd.a_signed.eq(desc.src.signed), radd.b_signed.eq(desc.src2.signed),
+                     radd.ma.eq(desc.add_ma), radd.mb.eq(desc.add_mb), radd.s.eq(desc.add_s),
+                     radd.lo.eq(desc.lo), radd.hi.eq(desc.hi)]
+
+        # -- the current move: one span of one operand --------------------------------------------
+        oy, ox = Signal(16), Signal(16)
+        my, mx = Signal(signed(24)), Signal(signed(24))
+        sel = Signal(2)                 # 0 src, 1 src2, 2 dst
+        phase = Signal(3)               # per pixel: 0 src, 1 src2, 2 store, 3 next pixel, 4 depthwise taps
+        tap_i, tap_j = Signal(4), Signal(4)
+        tap_base = Signal(range(16 * 16 * (1 << len(ci))))  # conv: A index of the next tap's channel 0
+        move_base = Signal.like(tap_base)                     # A index of the current move's channel 0
+        nch = Signal.like(ci)                                 # channels of the current move
+        m.d.comb += nch.eq(Mux(is_conv & (sel == 2), co, Mux(sel == 1, c2, ci)))
+        first = Signal()                # max pool: no tap loaded yet for this pixel
+        v = Signal(vlayout)
+        with m.Switch(sel):
+            with m.Case(0):
+                m.d.comb += v.eq(desc.src)
+            with m.Case(1):
+                m.d.comb += v.eq(desc.src2)
+            with m.Default():
+                m.d.comb += v.eq(desc.dst)
+        move_addr = Signal(self.addr_bits)
+        span = Signal(SPAN_BITS)
+        pos = Signal(SPAN_BITS)
+        cs_phase = Signal(8)
+        ch = Signal(range(cfg.max_channels + 1))
+        feed = Signal(range(cfg.max_channels + 1))
+        last_pos = pos == span - 1
+        cs_next = Mux(cs_phase + 1 == v.channel_stride, 0, cs_phase + 1)
+
+        # max pool tap coordinates
+        iy, ix = Signal(signed(24)), Signal(signed(24))
+        m.d.comb += [iy.eq(oy * st - pad + tap_i * dil), ix.eq(ox * st - pad + tap_j * dil)]
+        tap_inside = (iy >= 0) & (iy < hi_) & (ix >= 0) & (ix < wi)
+
+        # depthwise taps: regular (iy, ix); square: dilation from the map (B[0]); bilinear:
+        # four weighted neighbours of the offset position (offsets B[2t], B[2t+1]), INTEGER_SPEC §4
+        nb = Signal(2)                  # bilinear neighbour (dy, dx) = (nb[1], nb[0])
+        tap_t = Signal(4)
+        m.d.comb += tap_t.eq(tap_i * 3 + tap_j)
+        frac = desc.frac_bits
+        one = Signal(9)
+        m.d.comb += one.eq(1 << frac)
+        lim = Signal(signed(16))
+        m.d.comb += lim.eq(desc.offset_range << frac)
+
+        def element(byte, is_signed):
+            return Mux(is_signed, byte.as_signed(), byte)
+
+        dmv = Signal(8)
+        dm_raw = b_rd.data
+        m.d.comb += dmv.eq(Mux(dm_raw > desc.d_max, desc.d_max, dm_raw))
+        offs = []
+        for port in (b_rd, b_rd2):
+            raw_off = Signal(signed(9))
+            m.d.comb += raw_off.eq(element(port.data, desc.src2.signed))
+            off = Signal(signed(16))
+            m.d.comb += off.eq(Mux(raw_off < -lim, -lim, Mux(raw_off > lim, lim, raw_off)))
+            offs.append(off)
+        py, px = Signal(signed(32)), Signal(signed(32))
+        m.d.comb += [py.eq(((oy * st - pad + tap_i * dil).as_signed() << frac) + offs[0]),
+                     px.eq(((ox * st - pad + tap_j * dil).as_signed() << frac) + offs[1])]
+        y0, x0 = Signal(signed(32)), Signal(signed(32))
+        m.d.comb += [y0.eq(py >> frac), x0.eq(px >> frac)]
+        fy, fx = Signal(9), Signal(9)
+        m.d.comb += [fy.eq(py - (y0 << frac)), fx.eq(px - (x0 << frac))]
+        ty, tx = Signal(signed(32)), Signal(signed(32))
+        coef = Signal(17)
+        with m.If(is_dwb):
+            m.d.comb += [ty.eq(y0 + nb[1]), tx.eq(x0 + nb[0]),
+                         coef.eq(Mux(nb[1], fy, one - fy) * Mux(nb[0], fx, one - fx))]
+        with m.Elif(is_dws):
+            m.d.comb += [ty.eq(oy * st + tap_i * dmv - dmv), tx.eq(ox * st + tap_j * dmv - dmv), coef.eq(1)]
+        with m.Else():
+            m.d.comb += [ty.eq(iy), tx.eq(ix), coef.eq(1)]
+        dw_tap_used = (ty >= 0) & (ty < hi_) & (tx >= 0) & (tx < wi) & (coef != 0)
+        coef_r = Signal.like(coef)
+        tap_r = Signal(4)
+
+        # PE layers: division remainders, MAC loop counters and pipeline registers
+        rem_i = Signal(signed(len(ci_eff) + 2))
+        rem_o = Signal(signed(len(co) + 2))
+        e = Signal.like(ci_eff)
+        c_in = Signal(range(cfg.pe_ci))
+        r = Signal(range(cfg.pe_co))
+        co_i, co_o = Signal(range(cfg.max_channels + 1)), Signal(range(cfg.max_channels + 1))
+        row_addr, tile_addr = Signal(range(wmem_bytes + 1)), Signal(range(wmem_bytes + 1))
+        tile_bits = range(8 * weight_tile_bytes(cfg, 8) + 1)
+        rowbits, bitpos = Signal(tile_bits), Signal(tile_bits)
+        issuing, v1, last1 = Signal(), Signal(), Signal()
+        sh_r = Signal(3)
+        x_r = Signal(signed(9))
+        acc = Signal(signed(cfg.acc_bits))
+
+        # -- watchdog -------------------------------------------------------------------------
+        ax = self.m_axi
+        handshake = ((ax.arvalid & ax.arready) | (ax.rvalid & ax.rready) | (ax.awvalid & ax.awready)
+                     | (ax.wvalid & ax.wready) | (ax.bvalid & ax.bready))
+        wd = Signal(range(self.watchdog_cycles + 1))
+        with m.If(handshake | dma_idle):
+            m.d.sync += wd.eq(0)
+        with m.Elif(wd != self.watchdog_cycles):
+            m.d.sync += wd.eq(wd + 1)
+        hung = wd == self.watchdog_cycles
+        dma_err = Signal(2)
+        m.d.comb += dma_err.eq(Mux(reader.error != 0, reader.error, writer.error))
+
+        abort = Signal()
+        m.d.comb += [reader.abort.eq(abort), writer.abort.eq(abort)]
+        clear = Signal()
+        m.d.comb += [reader.clear.eq(clear), writer.clear.eq(clear)]
+
+        with m.If(self.start):
+            m.d.sync += pending.eq(1)
+
+        def fault(code, index=None):
+            m.d.sync += [err.eq(code), err_idx.eq(idx if index is None else index)]
+            m.next = "DRAIN"
+
+        def start_move(selector, y, x):
+            m.d.sync += [sel.eq(selector), my.eq(y), mx.eq(x)]
+            m.next = "ADDR"
+
+        @contextmanager
+        def state(name: str) -> Iterator[None]:
+            """An FSM state whose last statements (which win) end the frame on an AXI error,
+            a hung bus or a soft reset."""
+            with m.State(name):
+                yield
+                if name not in ("IDLE", "RESET_DRAIN", "DRAIN"):
+                    with m.If(dma_err != 0):
+                        fault(Mux(dma_err == Resp.DECERR, ErrorCode.AXI_DECERR, ErrorCode.AXI_SLVERR))
+                if name not in ("IDLE", "RESET_DRAIN", "HUNG"):
+                    with m.If(hung):
+                        m.d.sync += [err.eq(ErrorCode.TIMEOUT), err_idx.eq(idx), done.eq(1)]
+                        m.next = "HUNG"
+                with m.If(self.soft_reset):
+                    m.d.sync += [done.eq(0), err.eq(0), err_idx.eq(0), pending.eq(0)]
+                    m.next = "RESET_DRAIN"
+
+        with m.FSM(name="ctrl") as fsm:
+            with state("IDLE"):
+                with m.If(pending & dma_idle):
+                    m.d.sync += [pending.eq(0), done.eq(0), err.eq(0), err_idx.eq(0), idx.eq(0),
+                                 base.eq(self.base_addr), prog_off.eq(self.prog_offset),
+                                 n_desc.eq(self.prog_length), buf_bytes.eq(self.buf_bytes)]
+                    m.d.comb += clear.eq(1)
+                    m.next = "PROGCHECK"
+            with state("PROGCHECK"):
+                with m.If((n_desc == 0) | (prog_off + (n_desc << 7) > buf_bytes)):
+                    fault(ErrorCode.ADDRESS_RANGE, 0)
+                with m.Else():
+                    m.next = "FETCH"
+            with state("FETCH"):
+                m.d.comb += [reader.cmd_valid.eq(1),
+                             reader.cmd_addr.eq(base + prog_off + (idx << 7)),
+                             reader.cmd_bytes.eq(DESCRIPTOR_BYTES)]
+                with m.If(reader.cmd_ready):
+                    m.d.sync += pos.eq(0)
+                    m.next = "FETCH_DATA"
+            with state("FETCH_DATA"):
+                m.d.comb += reader.o.ready.eq(1)
+                with m.If(reader.o.valid):
+                    m.d.sync += [raw.eq(Cat(raw[8:], reader.o.payload)), pos.eq(pos + 1)]
+                    with m.If(pos == DESCRIPTOR_BYTES - 1):
+                        m.next = "DECODE"
+            with state("DECODE"):
+                with m.If(op > max(int(o) for o in Opcode)):
+                    fault(ErrorCode.BAD_OPCODE)
+                with m.Elif(op == Opcode.END):
+                    m.next = "FINISH"
+                with m.Elif(desc.config_tag != tag):
+                    fault(ErrorCode.CONFIG_MISMATCH)
+                with m.Elif(~built):
+                    fault(ErrorCode.BAD_OPCODE)
+                with m.Elif(bad_field):
+                    fault(ErrorCode.BAD_DESCRIPTOR)
+                with m.Else():
+                    m.d.sync += [cig.eq(0), cog.eq(0), rem_i.eq(ci_eff), rem_o.eq(co)]
+                    m.next = "DIV"
+            with state("DIV"):
+                # ceil(ci_eff / pe_ci), ceil(co / pe_co) by repeated subtraction (<= max_channels cycles)
+                with m.If(rem_i > 0):
+                    m.d.sync += [rem_i.eq(rem_i - cfg.pe_ci), cig.eq(cig + 1)]
+                with m.If(rem_o > 0):
+                    m.d.sync += [rem_o.eq(rem_o - cfg.pe_co), cog.eq(cog + 1)]
+                with m.If((rem_i <= 0) & (rem_o <= 0)):
+                    m.d.sync += [w_total.eq(cig * cog * tile_bytes), row_step.eq(cig * tile_bytes)]
+                    m.next = "CHECK"
+            with state("CHECK"):
+                with m.If(too_many_weights):
+                    fault(ErrorCode.BAD_DESCRIPTOR)
+                with m.Elif(out_of_range):
+                    fault(ErrorCode.ADDRESS_RANGE)
+                with m.Else():
+                    m.d.sync += [oy.eq(0), ox.eq(0), phase.eq(0), tap_i.eq(0), tap_j.eq(0), first.eq(1),
+                                 tap_base.eq(0), pos.eq(0)]
+                    with m.If(is_conv):
+                        m.next = "LOADW"
+                    with m.Elif(is_dw):
+                        m.next = "LOADDW"
+                    with m.Else():
+                        m.next = "SEQ"
+            with state("LOADDW"):
+                m.d.comb += [reader.cmd_valid.eq(1), reader.cmd_addr.eq(base + desc.weights_offset),
+                             reader.cmd_bytes.eq(ci << 4)]
+                with m.If(reader.cmd_ready):
+                    m.next = "LOADDW_DATA"
+            with state("LOADDW_DATA"):
+                word = Cat(dw_shift[8:], reader.o.payload)
+                m.d.comb += [reader.o.ready.eq(1), dw_wr.addr.eq(pos >> 4), dw_wr.data.eq(word)]
+                with m.If(reader.o.valid):
+                    m.d.sync += [dw_shift.eq(word), pos.eq(pos + 1)]
+                    with m.If(pos[:4] == 15):
+                        m.d.comb += dw_wr.en.eq(1)
+                    with m.If(pos == (ci << 4) - 1):
+                        m.next = "SEQ"
+            with state("LOADW"):
+                m.d.comb += [reader.cmd_valid.eq(1), reader.cmd_addr.eq(base + desc.weights_offset),
+                             reader.cmd_bytes.eq(w_total)]
+                with m.If(reader.cmd_ready):
+                    m.next = "LOADW_DATA"
+            with state("LOADW_DATA"):
+                m.d.comb += [reader.o.ready.eq(1), w_wr.addr.eq(pos), w_wr.data.eq(reader.o.payload)]
+                with m.If(reader.o.valid):
+                    m.d.comb += w_wr.en.eq(1)
+                    m.d.sync += pos.eq(pos + 1)
+                    with m.If(pos == w_total - 1):
+                        m.d.sync += pos.eq(0)
+                        m.next = "LOADRQ"
+            with state("LOADRQ"):
+                m.d.comb += [reader.cmd_valid.eq(1), reader.cmd_addr.eq(base + desc.requant_offset),
+                             reader.cmd_bytes.eq(co << 3)]
+                with m.If(reader.cmd_ready):
+                    m.next = "LOADRQ_DATA"
+            with state("LOADRQ_DATA"):
+                word = Cat(rq_shift[8:], reader.o.payload)
+                m.d.comb += [reader.o.ready.eq(1), rq_wr.addr.eq(pos >> 3), rq_wr.data.eq(word)]
+                with m.If(reader.o.valid):
+                    m.d.sync += [rq_shift.eq(word), pos.eq(pos + 1)]
+                    with m.If(pos[:3] == 7):
+                        m.d.comb += rq_wr.en.eq(1)
+                    with m.If(pos == (co << 3) - 1):
+                        m.next = "SEQ"
+            with state("SEQ"):
+                m.d.comb += [radd_rst.eq(1), rq_rst.eq(1)]
+                with m.Switch(phase):
+                    with m.Case(0):
+                        with m.If(is_dw):
+                            m.d.sync += [phase.eq(1), ch.eq(0)]
+                            m.next = "DWCLR"
+                        with m.Elif(is_pool | is_conv):
+                            with m.If(tap_i == k):
+                                m.d.sync += phase.eq(Mux(is_conv, 1, 2))
+                            with m.Else():
+                                with m.If(tap_j == k - 1):
+                                    m.d.sync += [tap_j.eq(0), tap_i.eq(tap_i + 1)]
+                                with m.Else():
+                                    m.d.sync += tap_j.eq(tap_j + 1)
+                                m.d.sync += move_base.eq(tap_base)
+                                with m.If(is_conv):
+                                    m.d.sync += tap_base.eq(tap_base + ci)
+                                with m.If(tap_inside):
+                                    start_move(0, iy, ix)
+                                with m.Elif(is_conv):  # padded tap: its columns are zero
+                                    m.d.sync += ch.eq(0)
+                                    m.next = "ZFILL"
+                        with m.Else():
+                            m.d.sync += phase.eq(Mux(is_add, 1, 2))
+                            start_move(0, oy, ox)
+                    with m.Case(1):
+                        m.d.sync += phase.eq(2)
+                        with m.If(is_conv):
+                            m.d.sync += [e.eq(0), c_in.eq(0), r.eq(0), co_i.eq(0), co_o.eq(0), row_addr.eq(0),
+                                         rowbits.eq(0), tile_addr.eq(0), bitpos.eq(0), issuing.eq(1), acc.eq(0),
+                                         v1.eq(0)]
+                            m.next = "MAC"
+                        with m.Elif(is_dw):
+                            m.d.sync += [phase.eq(4), tap_i.eq(0), tap_j.eq(0), nb.eq(0)]
+                            with m.If(~is_dwr):
+                                start_move(1, oy, ox)
+                        with m.Else():
+                            start_move(1, oy, ox)
+                    with m.Case(4):  # depthwise taps (bilinear: 4 neighbours each)
+                        m.d.comb += [b_rd.addr.eq(Mux(is_dwb, tap_t << 1, 0)), b_rd2.addr.eq((tap_t << 1) + 1)]
+                        with m.If(tap_i == 3):
+                            m.d.sync += [phase.eq(2), feed.eq(0), co_o.eq(0)]
+                            m.next = "DWRQ"
+                        with m.Else():
+                            with m.If(~is_dwb | (nb == 3)):
+                                m.d.sync += nb.eq(0)
+                                with m.If(tap_j == 2):
+                                    m.d.sync += [tap_j.eq(0), tap_i.eq(tap_i + 1)]
+                                with m.Else():
+                                    m.d.sync += tap_j.eq(tap_j + 1)
+                            with m.Else():
+                                m.d.sync += nb.eq(nb + 1)
+                            m.d.sync += [coef_r.eq(coef), tap_r.eq(tap_t)]
+                            with m.If(dw_tap_used):
+                                start_move(0, ty, tx)
+                    with m.Case(2):
+                        m.d.sync += phase.eq(3)
+                        start_move(2, oy, ox)
+                    with m.Case(3):
+                        m.d.sync += [phase.eq(0), tap_i.eq(0), tap_j.eq(0), first.eq(1), tap_base.eq(0),
+                                     move_base.eq(0), nb.eq(0)]
+                        with m.If(ox == pw - 1):
+                            m.d.sync += ox.eq(0)
+                            with m.If(oy == ph - 1):
+                                m.next = "BARRIER"
+                            with m.Else():
+                                m.d.sync += oy.eq(oy + 1)
+                        with m.Else():
+                            m.d.sync += ox.eq(ox + 1)
+            with state("ADDR"):
+                up = v.upsample
+                m.d.sync += [
+                    move_addr.eq(base + v.offset + v.channel_offset + (my.as_unsigned() >> up) * v.row_stride
+                                 + (mx.as_unsigned() >> up) * v.pixel_stride),
+                    span.eq((nch - 1) * v.channel_stride + 1),
+                    pos.eq(0), cs_phase.eq(0), ch.eq(0), feed.eq(0),
+                ]
+                with m.If(sel == 2):
+                    m.next = "WCMD"
+                with m.Else():
+                    m.next = "RCMD"
+            with state("RCMD"):
+                m.d.comb += [reader.cmd_valid.eq(1), reader.cmd_addr.eq(move_addr), reader.cmd_bytes.eq(span)]
+                with m.If(reader.cmd_ready):
+                    m.next = "RDATA"
+            with state("RDATA"):
+                byte = reader.o.payload
+                m.d.comb += [reader.o.ready.eq(1), a_rd.addr.eq(ch)]
+                cur = a_rd.data
+                bigger = Mux(v.signed, byte.as_signed() > cur.as_signed(), byte > cur)
+                # depthwise: acc[c] += w[c][tap] * coef * x
+                m.d.comb += [dw_rd.addr.eq(ch), acc_rd.addr.eq(ch)]
+                dw_w = Signal(signed(8))
+                m.d.comb += dw_w.eq(dw_word.weights.as_value().word_select(tap_r, 8))
+                dw_sum = Signal(signed(cfg.acc_bits))
+                m.d.comb += dw_sum.eq(acc_rd.data + dw_w * coef_r * element(byte, desc.src.signed))
+                with m.If(reader.o.valid):
+                    m.d.sync += [pos.eq(pos + 1), cs_phase.eq(cs_next)]
+                    with m.If(cs_phase == 0):
+                        m.d.sync += ch.eq(ch + 1)
+                        with m.If(is_dw & (sel == 0)):
+                            m.d.comb += [acc_wr.addr.eq(ch), acc_wr.data.eq(dw_sum), acc_wr.en.eq(1)]
+                        with m.Elif(sel == 1):
+                            m.d.comb += [b_wr.addr.eq(ch), b_wr.data.eq(byte), b_wr.en.eq(1)]
+                        with m.Else():
+                            m.d.comb += [a_wr.addr.eq(move_base + ch), a_wr.data.eq(byte),
+                                         a_wr.en.eq(~is_pool | first | bigger)]
+                    with m.If(last_pos):
+                        m.d.sync += first.eq(0)
+                        m.next = "SEQ"
+            with state("WCMD"):
+                m.d.comb += [writer.cmd_valid.eq(1), writer.cmd_addr.eq(move_addr), writer.cmd_bytes.eq(span)]
+                with m.If(writer.cmd_ready):
+                    m.next = "WDATA"
+            with state("WDATA"):
+                # the source of channel bytes: ADD's pipeline, else buffer A in order
+                m.d.comb += [b_rd.addr.eq(Mux(is_add, feed, ch)), a_rd.addr.eq(Mux(is_add, feed, ch))]
+                m.d.comb += [radd.a.payload[0].eq(a_rd.data), radd.b.payload[0].eq(b_rd.data),
+                             radd.a.valid.eq(is_add & (feed < ci)), radd.b.valid.eq(is_add & (feed < ci))]
+                with m.If(radd.a.valid & radd.a.ready):
+                    m.d.sync += feed.eq(feed + 1)
+                src_valid = Mux(is_add, radd.o.valid, 1)
+                src_byte = Mux(is_add, radd.o.payload[0][:8], Mux(is_conv | is_dw, b_rd.data, a_rd.data))
+                take = cs_phase == 0
+                m.d.comb += [writer.i.valid.eq(Mux(take, src_valid, 1)),
+                             writer.i.payload.data.eq(Mux(take, src_byte, 0)),
+                             writer.i.payload.strobe.eq(take),
+                             radd.o.ready.eq(is_add & take & writer.i.ready)]
+                with m.If(writer.i.valid & writer.i.ready):
+                    m.d.sync += [pos.eq(pos + 1), cs_phase.eq(cs_next)]
+                    with m.If(take):
+                        m.d.sync += ch.eq(ch + 1)
+                    with m.If(last_pos):
+                        m.next = "SEQ"
+            with state("DWCLR"):
+                m.d.comb += [acc_wr.addr.eq(ch), acc_wr.data.eq(0), acc_wr.en.eq(1)]
+                m.d.sync += ch.eq(ch + 1)
+                with m.If(ch == ci - 1):
+                    m.next = "SEQ"
+            with state("DWRQ"):
+                # requant every channel's accumulator into B
+                m.d.comb += [acc_rd.addr.eq(feed), dw_rd.addr.eq(feed),
+                             requant.i.payload[0].acc.eq(acc_rd.data), requant.i.payload[0].bias.eq(dw_word.bias),
+                             requant.i.payload[0].m.eq(dw_word.m), requant.i.payload[0].s.eq(dw_word.s),
+                             requant.i.valid.eq(feed < ci)]
+                with m.If(requant.i.valid & requant.i.ready):
+                    m.d.sync += feed.eq(feed + 1)
+                m.d.comb += [b_wr.addr.eq(co_o), b_wr.data.eq(requant.o.payload[0][:8]),
+                             b_wr.en.eq(requant.o.valid)]
+                with m.If(requant.o.valid):
+                    m.d.sync += co_o.eq(co_o + 1)
+                with m.If(co_o == ci):
+                    m.next = "SEQ"
+            with state("ZFILL"):
+                m.d.comb += [a_wr.addr.eq(move_base + ch), a_wr.data.eq(0), a_wr.en.eq(1)]
+                m.d.sync += ch.eq(ch + 1)
+                with m.If(ch == ci - 1):
+                    m.next = "SEQ"
+            with state("MAC"):
+                # stage 0: issue element e of output channel co_i (weight bytes, activation)
+                byte_addr = tile_addr + (bitpos >> 3)
+                m.d.comb += [w_rd0.addr.eq(byte_addr), w_rd1.addr.eq(byte_addr + 1), a_rd.addr.eq(e),
+                             rq_rd.addr.eq(co_i)]
+                m.d.sync += [v1.eq(issuing), last1.eq(e == ci_eff - 1), sh_r.eq(bitpos[:3]),
+                             x_r.eq(Mux(desc.src.signed, a_rd.data.as_signed(), a_rd.data))]
+                with m.If(issuing):
+                    with m.If(e == ci_eff - 1):
+                        m.d.sync += [e.eq(0), c_in.eq(0), co_i.eq(co_i + 1)]
+                        with m.If(co_i == co - 1):
+                            m.d.sync += issuing.eq(0)
+                        with m.If(r == cfg.pe_co - 1):
+                            m.d.sync += [r.eq(0), rowbits.eq(0), row_addr.eq(row_addr + row_step),
+                                         tile_addr.eq(row_addr + row_step), bitpos.eq(0)]
+                        with m.Else():
+                            m.d.sync += [r.eq(r + 1), rowbits.eq(rowbits + cfg.pe_ci * wb), tile_addr.eq(row_addr),
+                                         bitpos.eq(rowbits + cfg.pe_ci * wb)]
+                    with m.Else():
+                        m.d.sync += e.eq(e + 1)
+                        with m.If(c_in == cfg.pe_ci - 1):
+                            m.d.sync += [c_in.eq(0), tile_addr.eq(tile_addr + tile_bytes), bitpos.eq(rowbits)]
+                        with m.Else():
+                            m.d.sync += [c_in.eq(c_in + 1), bitpos.eq(bitpos + wb)]
+                # stage 1: multiply-accumulate; a finished channel goes to requant
+                wword = Signal(16)
+                m.d.comb += wword.eq(Cat(w_rd0.data, w_rd1.data) >> sh_r)
+                wval = Signal(signed(8))
+                with m.Switch(wb):
+                    for bits in range(2, 9):
+                        with m.Case(bits):
+                            m.d.comb += wval.eq(wword[:bits].as_signed())
+                total = Signal(signed(cfg.acc_bits))
+                m.d.comb += total.eq(acc + x_r * wval)
+                rq = data.View(rq_layout, rq_rd.data)
+                m.d.comb += [requant.i.payload[0].acc.eq(total), requant.i.payload[0].bias.eq(rq.bias),
+                             requant.i.payload[0].m.eq(rq.m), requant.i.payload[0].s.eq(rq.s)]
+                with m.If(v1):
+                    with m.If(last1):
+                        m.d.comb += requant.i.valid.eq(1)
+                        m.d.sync += acc.eq(0)
+                    with m.Else():
+                        m.d.sync += acc.eq(total)
+                m.d.comb += [b_wr.addr.eq(co_o), b_wr.data.eq(requant.o.payload[0][:8]),
+                             b_wr.en.eq(requant.o.valid)]
+                with m.If(requant.o.valid):
+                    m.d.sync += co_o.eq(co_o + 1)
+                with m.If(co_o == co):
+                    m.next = "SEQ"
+            with state("BARRIER"):
+                with m.If(writer.idle):
+                    with m.If(idx + 1 == n_desc):
+                        fault(ErrorCode.NO_END)
+                    with m.Else():
+                        m.d.sync += idx.eq(idx + 1)
+                        m.next = "FETCH"
+            with state("FINISH"):
+                with m.If(dma_idle):
+                    m.d.sync += done.eq(1)
+                    m.next = "IDLE"
+            with state("DRAIN"):
+                m.d.comb += abort.eq(1)
+                with m.If(dma_idle):
+                    m.d.sync += done.eq(1)
+                    m.next = "IDLE"
+            with state("HUNG"):
+                # the frame has ended with TIMEOUT; should the bus come back, drain it
+                m.d.comb += abort.eq(1)
+                with m.If(dma_idle):
+                    m.next = "IDLE"
+            with state("RESET_DRAIN"):
+                m.d.comb += abort.eq(1)
+                with m.If(dma_idle):
+                    m.next = "IDLE"
+
+        busy_state = ~fsm.ongoing("IDLE") & ~fsm.ongoing("RESET_DRAIN") & ~fsm.ongoing("HUNG")
+        exec_state = (fsm.ongoing("SEQ") | fsm.ongoing("ADDR") | fsm.ongoing("RCMD") | fsm.ongoing("RDATA")
+                      | fsm.ongoing("WCMD") | fsm.ongoing("WDATA") | fsm.ongoing("ZFILL") | fsm.ongoing("MAC")
+                      | fsm.ongoing("LOADW") | fsm.ongoing("LOADW_DATA") | fsm.ongoing("LOADRQ")
+                      | fsm.ongoing("LOADRQ_DATA") | fsm.ongoing("LOADDW") | fsm.ongoing("LOADDW_DATA")
+                      | fsm.ongoing("DWCLR") | fsm.ongoing("DWRQ"))
+        m.d.comb += [self.busy.eq(busy_state),
+                     self.unit_busy.pool.eq(exec_state & is_pool), self.unit_busy.add.eq(exec_state & is_add),
+                     self.unit_busy.pw.eq(exec_state & is_conv), self.unit_busy.dw.eq(exec_state & is_dw),
+                     self.unit_busy.dma.eq(~dma_idle)]
+        return m
