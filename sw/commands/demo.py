@@ -283,8 +283,9 @@ def run(args: argparse.Namespace) -> int:
     }  # fmt: skip
     summary.update(ap50=round(float(hw_result.ap50), 4), bit_exact=hw_exact == n_views,
                    fps=round(summary["driver"]["fps_at_clock"], 1), backend=args.backend)  # fmt: skip
-    summary["resources"] = {"skipped": "no resource estimate of the whole accelerator: its top (issue 8) does not "
-                            "exist yet; per-unit estimates: convforge synth --board " + args.board}  # fmt: skip
+    summary["resources"] = {"skipped": "no resource estimate of the whole accelerator: Yosys did not finish the "
+                            "byte-serial top of issue 8 in 25 minutes (docs/hardware.md); per-unit estimates: "
+                            "convforge synth --board " + args.board}  # fmt: skip
     if args.rtl:
         say("[5/6] the network's depthwise layers (view 0) through the Verilator model of the depthwise unit")
         summary["rtl_depthwise"] = _rtl_depthwise(graph, first_view, args.board, say)

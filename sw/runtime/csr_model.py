@@ -80,7 +80,8 @@ class CsrModel:
     def soft_reset(self) -> None:
         """CTRL.soft_reset: status, counters and IRQ_STATUS clear (CTRL.irq_enable, base
         and program registers keep their values)."""
-        keep = {csr.ADDR_CTRL, csr.ADDR_BASE_ADDR_LO, csr.ADDR_BASE_ADDR_HI, csr.ADDR_PROG_OFFSET, csr.ADDR_PROG_LENGTH}
+        keep = {csr.ADDR_CTRL, csr.ADDR_BASE_ADDR_LO, csr.ADDR_BASE_ADDR_HI, csr.ADDR_BUF_BYTES, csr.ADDR_PROG_OFFSET,
+                csr.ADDR_PROG_LENGTH}
         old = getattr(self, "words", {})
         self.words = {off: (old.get(off, 0) if off in keep else reg.readable_reset) for off, (reg, _) in
                       self._by_offset.items()}  # fmt: skip
@@ -153,7 +154,11 @@ class CsrModel:
             # The controller's first descriptor fetch would answer DECERR: no DDR there.
             self._finish(FrameResult(error_code=int(csr.ErrorCode.AXI_DECERR), error_index=0))
             return
-        result = self.backend.run(data[offset:], self.words[csr.ADDR_PROG_OFFSET], self.words[csr.ADDR_PROG_LENGTH])
+        # BUF_BYTES bounds the buffer as in the RTL: a byte at or past BASE_ADDR + BUF_BYTES is
+        # outside the program's buffer (ADDRESS_RANGE), so a driver that forgets it fails here too.
+        buf_bytes = self.words[csr.ADDR_BUF_BYTES]
+        result = self.backend.run(data[offset:offset + buf_bytes], self.words[csr.ADDR_PROG_OFFSET],
+                                  self.words[csr.ADDR_PROG_LENGTH])
         if result is not None:
             self._finish(result)
 

@@ -257,6 +257,7 @@ class ConvforgeAccel(pynq.DefaultIP):
         base = int(self._buffer.device_address)
         self._wr(c.ADDR_BASE_ADDR_LO, base & 0xFFFF_FFFF)
         self._wr(c.ADDR_BASE_ADDR_HI, base >> 32)
+        self._wr(c.ADDR_BUF_BYTES, prog.buffer_bytes)
         self._wr(c.ADDR_PROG_OFFSET, prog.program_offset)
         self._wr(c.ADDR_PROG_LENGTH, prog.n_descriptors)
         self._wr(c.ADDR_IRQ_STATUS, _mask("IRQ_STATUS", "done", "error"))  # write 1 to clear stale events

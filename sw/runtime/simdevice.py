@@ -320,7 +320,8 @@ def make_backend(name: str, overlay: SimOverlay):
     """The accelerator model behind the CSRs: ``emu`` or ``rtl``.
 
     Raises:
-        SimulationError: ``rtl`` while the accelerator top it simulates does not exist.
+        SimulationError: ``rtl``: the driver-to-Verilator bridge is not built yet (the message says
+            where the accelerator top is verified instead).
     """
     from convforge.sw.runtime.csr_model import EmulatorBackend
 
@@ -328,9 +329,10 @@ def make_backend(name: str, overlay: SimOverlay):
         return EmulatorBackend(overlay.engine, get_board(overlay.board).ddr_gbps)
     if name == "rtl":
         raise SimulationError(
-            "SimDevice backend 'rtl' simulates the whole accelerator (CSR block, controller, DMA, units) "
-            "in Verilator, and that accelerator top (issue 8: convforge.hw.rtl accelerator with its AXI4 "
-            "master and AXI4-Lite CSR slave) does not exist yet; use CONVFORGE_SIMDEVICE=emu / --backend emu"
+            "SimDevice backend 'rtl' (the driver's MMIO and buffers bridged into a Verilator run of the "
+            "accelerator top convforge.hw.rtl.accel) is not built yet: the top itself runs compiled Programs "
+            "bit-exactly in cocotb (pytest tests/sim/test_accel.py), but not behind the PYNQ driver; "
+            "use CONVFORGE_SIMDEVICE=emu / --backend emu"
         )
     raise ConfigError(f"unknown SimDevice backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
