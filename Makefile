@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# One pip call: yowasp packages installed separately downgrade wasmtime (recompile).
-	$(BIN)/python -m pip install -q -e ".[hw,board,dev]"
+	$(BIN)/python -m pip install -q -e ".[hw,board,hls,dev]"
 	$(BIN)/python -m pip check
 	# Real aerial tree-crown data ships inside this wheel. convforge only reads its data
 	# files and never imports it, so its (heavy) dependencies are deliberately not installed.
