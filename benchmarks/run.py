@@ -134,12 +134,22 @@ def bench_synth() -> dict:
     return out
 
 
+def bench_hls() -> dict:
+    """hls4ml C-simulation times per layer kind and for the shipped model (benchmarks/hls_bench.py;
+    also recorded under "hls" in benchmarks/results.json)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import hls_bench
+
+    return hls_bench.run()
+
+
 BENCHMARKS: dict[str, Callable[[], dict]] = {
     "model_info": bench_model_info,
     "integer_reference": bench_integer_reference,
     "deform_ops": bench_deform_ops,
     "rtl_throughput": bench_rtl_throughput,
     "synth": bench_synth,
+    "hls": bench_hls,
 }
 
 
