@@ -52,6 +52,8 @@ DEFAULT_CLOCK_NS = 5.0
 PROJECT_NAME = "convforge_hls"
 #: Consumers one hls4ml io_stream output may feed (its Clone layer's limit).
 MAX_FANOUT = 7
+#: hls4ml's model-wide implementation strategies.
+STRATEGIES = ("Latency", "Resource")
 
 
 class HLSConversionError(ConvforgeError):
@@ -362,13 +364,22 @@ class _Builder:
 
 
 def qgraph_to_spec(graph: QGraph, output_dir: str | Path, part: str = DEFAULT_PART,
-                   clock_period_ns: float = DEFAULT_CLOCK_NS) -> HLSModelSpec:
+                   clock_period_ns: float = DEFAULT_CLOCK_NS, strategy: str = "Latency",
+                   reuse_factor: int = 1) -> HLSModelSpec:
     """Translate ``graph`` into hls4ml's layer list and config (nothing is written).
+
+    ``strategy`` (``Latency``: fully unrolled, or ``Resource``) and ``reuse_factor``
+    (multipliers shared over that many cycles) are hls4ml's model-wide settings for its
+    own Conv2D / DepthwiseConv2D; they change resources and latency, never the integers.
 
     Raises:
         HLSConversionError: a layer has no bit-exact mapping (named, with the reason), or
             the input is not an 8-bit activation.
     """
+    if strategy not in STRATEGIES:
+        raise HLSConversionError(f"strategy {strategy!r}: hls4ml strategies are {', '.join(STRATEGIES)}")
+    if reuse_factor < 1:
+        raise HLSConversionError(f"reuse factor {reuse_factor}: must be >= 1")
     graph.validate()
     b = _Builder(graph)
     in_t = graph.tensors[graph.input]
@@ -394,7 +405,7 @@ def qgraph_to_spec(graph: QGraph, output_dir: str | Path, part: str = DEFAULT_PA
         "ClockPeriod": clock_period_ns,
         "IOType": "io_stream",
         "HLSConfig": {
-            "Model": {"Precision": "ap_int<32>", "ReuseFactor": 1, "Strategy": "Latency"},
+            "Model": {"Precision": "ap_int<32>", "ReuseFactor": int(reuse_factor), "Strategy": strategy},
             "LayerName": b.precision,
         },
         "WriterConfig": {"Namespace": None, "WriteWeightsTxt": False, "WriteTar": False},
@@ -403,7 +414,7 @@ def qgraph_to_spec(graph: QGraph, output_dir: str | Path, part: str = DEFAULT_PA
 
 
 def build_hls_model(graph: QGraph, output_dir: str | Path, part: str = DEFAULT_PART,
-                    clock_period_ns: float = DEFAULT_CLOCK_NS):
+                    clock_period_ns: float = DEFAULT_CLOCK_NS, strategy: str = "Latency", reuse_factor: int = 1):
     """The hls4ml ``ModelGraph`` of ``graph`` (Vitis backend, io_stream), and its spec.
 
     Returns:
@@ -418,6 +429,6 @@ def build_hls_model(graph: QGraph, output_dir: str | Path, part: str = DEFAULT_P
     from convforge.hw.hls.layers import register_extensions
 
     register_extensions("Vitis")
-    spec = qgraph_to_spec(graph, output_dir, part, clock_period_ns)
+    spec = qgraph_to_spec(graph, output_dir, part, clock_period_ns, strategy, reuse_factor)
     model = ModelGraph.from_layer_list(spec.config, spec.layer_list, inputs=[INPUT_NAME], outputs=spec.outputs)
     return model, spec

@@ -26,8 +26,10 @@ SYNTH_OPTIONS = {"reset": 1, "csim": 0, "synth": 1, "cosim": 0, "validation": 0,
                  "fifo_opt": 0}
 
 
-def write_project(graph: QGraph, out: str | Path, part: str | None = None, clock_period_ns: float | None = None):
-    """Convert ``graph`` and write its hls4ml Vitis project into ``out``.
+def write_project(graph: QGraph, out: str | Path, part: str | None = None, clock_period_ns: float | None = None,
+                  strategy: str = "Latency", reuse_factor: int = 1):
+    """Convert ``graph`` and write its hls4ml Vitis project into ``out`` (arguments as
+    :func:`~convforge.hw.hls.convert.qgraph_to_spec`).
 
     Returns:
         ``(model, spec)`` as :func:`~convforge.hw.hls.convert.build_hls_model`.
@@ -38,7 +40,8 @@ def write_project(graph: QGraph, out: str | Path, part: str | None = None, clock
     from convforge.hw.hls.convert import DEFAULT_CLOCK_NS, DEFAULT_PART, build_hls_model
 
     out = Path(out).resolve()
-    model, spec = build_hls_model(graph, out, part or DEFAULT_PART, clock_period_ns or DEFAULT_CLOCK_NS)
+    model, spec = build_hls_model(graph, out, part or DEFAULT_PART, clock_period_ns or DEFAULT_CLOCK_NS,
+                                  strategy, reuse_factor)
     model.config.trace_output = True  # per-layer trace for --csim; ignored by synthesis
     model.write()
     custom = {name for name, cls in _layer_classes(model).items() if cls.startswith("Cf")}
@@ -47,6 +50,8 @@ def write_project(graph: QGraph, out: str | Path, part: str | None = None, clock
         "graph": graph.meta.get("name", ""),
         "part": model.config.get_config_value("Part"),
         "clock_period_ns": model.config.get_config_value("ClockPeriod"),
+        "strategy": strategy,
+        "reuse_factor": reuse_factor,
         "tensors": spec.tensor_layer,
         "layers": {
             name: {"class": cls, "written_by": "convforge" if name in custom else "hls4ml",

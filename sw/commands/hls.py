@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synth", action="store_true", help="run (or print the command of) Vitis HLS C synthesis")
     p.add_argument("--part", default=None, help="FPGA part (default: the Ultra96-V2's xczu3eg-sbva484-1-i)")
     p.add_argument("--clock", type=float, default=None, help="clock period in ns (default 5.0)")
+    p.add_argument("--strategy", default="Latency", choices=["Latency", "Resource"],
+                   help="hls4ml strategy of its Conv2D/DepthwiseConv2D (Resource shares multipliers)")
+    p.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor (cycles per multiplier)")
     p.add_argument("--images", type=int, default=1, help="random uint8 frames for --csim")
     p.add_argument("--seed", type=int, default=0, help="seed of the --csim frames")
     p.add_argument("--opt", default="-O1", choices=["-O0", "-O1", "-O2", "-O3"], help="g++ optimisation for --csim")
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--clock {args.clock}: the clock period must be positive (ns)")
     graph = QGraph.load(args.qgraph)
     t0 = time.perf_counter()
-    model_spec = write_project(graph, args.out, args.part, args.clock)
+    model_spec = write_project(graph, args.out, args.part, args.clock, args.strategy, args.reuse_factor)
     model = model_spec[0]
     n_custom = sum(layer.class_name.startswith("Cf") for layer in model.get_layers())
     print(f"{args.out}: hls4ml project {model.config.get_project_name()} ({len(model.get_layers())} hls4ml layers, "

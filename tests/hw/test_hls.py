@@ -36,10 +36,11 @@ def _grouped_graph(groups: int = 2, dilation: int = 1) -> QGraph:
     return QGraph("image", t, [layer], {"y": "y"})
 
 
-@pytest.mark.parametrize("stride,signed", [(1, False), (2, True)])
-def test_every_layer_kind_is_bit_exact_in_csim(tmp_path, stride, signed):
+@pytest.mark.parametrize("stride,signed,strategy,reuse", [(1, False, "Latency", 1), (2, True, "Resource", 4)])
+def test_every_layer_kind_is_bit_exact_in_csim(tmp_path, stride, signed, strategy, reuse):
     """One compiled model holds a layer of every kind (plus the producers of its inputs);
-    16 random frames; every tensor of every layer equals the integer reference."""
+    16 random frames; every tensor of every layer equals the integer reference, with
+    hls4ml's Latency and Resource strategies for its own convolutions."""
     graph = layer_case(list(KINDS), seed=10 + stride, stride=stride, signed=signed)
     images = random_images(graph, N_IMAGES, seed=stride)
     ref = run_qgraph(graph, images, keep_all=True)
@@ -52,7 +53,8 @@ def test_every_layer_kind_is_bit_exact_in_csim(tmp_path, stride, signed):
     offs = ref["bilinear_deform.offsets"]
     assert int(offs.min()) == -112 and int(offs.max()) == 112 and bool(((offs % 16) != 0).any())
 
-    report = csim_check(graph, images, tmp_path / "prj")
+    model_spec = write_project(graph, tmp_path / "prj", strategy=strategy, reuse_factor=reuse)
+    report = csim_check(graph, images, tmp_path / "prj", model_spec=model_spec)
     assert [c.layer for c in report.checks] == [layer.name for layer in graph.layers]
     failed = [(c.layer, c.first_mismatch) for c in report.checks if not c.ok]
     assert not failed, failed
