@@ -81,7 +81,7 @@ def _add_kind(g: _G, kind: str, x: str, stride: int, signed: bool, p: str) -> di
         g.conv(out, x, (6, h, w), True, w_bits=8)
     elif kind == "square_deform_dw":
         d_max = 8
-        dmap = g.conv(f"{p}dilation", x, (1, ho, wo), False, s=stride, lo=0, hi=d_max)
+        dmap = g.conv(f"{p}dilation", "image", (1, ho, wo), False, s=stride, lo=0, hi=d_max)
         weight = rng.integers(-7, 8, size=(c, 1, 3, 3))
         acc = int(np.abs(weight).reshape(c, -1).sum(axis=1).max()) * 128
         g.t(out, (c, ho, wo), True)
@@ -91,7 +91,7 @@ def _add_kind(g: _G, kind: str, x: str, stride: int, signed: bool, p: str) -> di
     elif kind == "bilinear_deform":
         F, R = 4, 7
         groups = 1 if c % 2 else 2
-        offs = g.conv(f"{p}offsets", x, (18, ho, wo), True, s=stride, lo=-R * 16, hi=R * 16, steep=False)
+        offs = g.conv(f"{p}offsets", "image", (18, ho, wo), True, s=stride, lo=-R * 16, hi=R * 16, steep=False)
         o = 6
         weight = rng.integers(-7, 8, size=(o, c // groups, 3, 3))
         acc = int(np.abs(weight).reshape(o, -1).sum(axis=1).max()) * 128 * 256

@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     if args.csim:
         images = random_images(graph, args.images, args.seed)
+        print(f"C simulation: g++ {args.opt} build (cached by source hash under build/hls), "
+              f"{args.images} frame(s), every layer compared with the integer reference ...", flush=True)
         report = csim_check(graph, images, args.out, opt=args.opt, progress=True, model_spec=model_spec)
         c = report.compile
         print(f"g++ {args.opt}: {'cached library' if c.cached else f'compiled in {c.seconds:.1f} s'}; "
