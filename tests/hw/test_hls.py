@@ -91,7 +91,7 @@ def test_extension_layers_survive_hls4ml_write_and_compile(tmp_path):
     for call in ("nnet::cf_square_deform_dw<", "nnet::cf_requant<", "nnet::cf_slice<"):
         assert call in top
     classes = {layer.class_name for layer in model.get_layers()}
-    assert {"CfSquareDeformDW", "CfRequant", "CfSlice", "Conv2D"} <= classes
+    assert {"CfSquareDeformDW", "CfRequant", "CfSlice", "PointwiseConv2D"} <= classes  # hls4ml's own 1x1 conv
     manifest = json.loads((tmp_path / "prj" / "convforge_hls.json").read_text())
     assert manifest["layers"]["square_deform_dw_test"]["written_by"] == "convforge"
     assert manifest["layers"]["pre_acc"]["written_by"] == "hls4ml"
