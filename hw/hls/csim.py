@@ -19,20 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from convforge.errors import SimulationError
+from convforge.filelock import file_lock
 from convforge.models.quant.executor import run_qgraph
 from convforge.models.quant.qgraph import QGraph
 
@@ -59,17 +58,6 @@ def source_hash(project: Path, opt: str) -> str:
         h.update(str(path.relative_to(project)).encode() + b"\0")
         h.update(path.read_bytes())
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -113,7 +101,7 @@ def compile_project(project: str | Path, project_name: str, opt: str = DEFAULT_O
     entry = root / key[:24]
     library = entry / f"lib{project_name}.so"
     start = time.perf_counter()
-    with _locked(root / f".{key[:24]}.lock"):
+    with file_lock(root / f".{key[:24]}.lock"):
         if library.is_file():
             return CompileResult(library, True, time.perf_counter() - start, key)
         log = project / "build_lib.log"
