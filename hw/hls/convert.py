@@ -408,7 +408,7 @@ def qgraph_to_spec(graph: QGraph, output_dir: str | Path, part: str = DEFAULT_PA
             "Model": {"Precision": "ap_int<32>", "ReuseFactor": int(reuse_factor), "Strategy": strategy},
             "LayerName": b.precision,
         },
-        "WriterConfig": {"Namespace": None, "WriteWeightsTxt": False, "WriteTar": False},
+        "WriterConfig": {"Namespace": None, "WriteWeightsTxt": True, "WriteTar": False},
     }
     return HLSModelSpec(b.layers, config, b.tensor_layer, outputs, b.kinds)
 

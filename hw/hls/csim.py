@@ -23,8 +23,10 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from convforge.models.quant.qgraph import QGraph
 
 DEFAULT_OPT = "-O1"
 #: Seconds one g++ build of a project may take before it is abandoned.
-COMPILE_TIMEOUT_S = 1800
+COMPILE_TIMEOUT_S = 3600
 
 
 def default_cache_root() -> Path:
@@ -52,11 +54,19 @@ def _source_files(project: Path) -> list[Path]:
 
 
 def source_hash(project: Path, opt: str) -> str:
-    """sha256 over the generated C++ (path relative to the project and content) and the flags."""
+    """sha256 over the generated C++ (path relative to the project and content) and the flags.
+
+    The weight headers count only up to their ``#else``: C simulation reads the values from
+    ``firmware/weights/*.txt`` at run time (the ``#else`` branch is the synthesis copy), so
+    one library serves every model of the same structure, whatever its weights.
+    """
     h = hashlib.sha256(f"opt={opt}\n".encode())
     for path in _source_files(project):
         h.update(str(path.relative_to(project)).encode() + b"\0")
-        h.update(path.read_bytes())
+        data = path.read_bytes()
+        if path.parent.name == "weights":
+            data = data.split(b"#else", 1)[0]
+        h.update(data)
     return h.hexdigest()
 
 
@@ -92,8 +102,11 @@ def compile_project(project: str | Path, project_name: str, opt: str = DEFAULT_O
         raise SimulationError("g++ is not on PATH; C simulation needs a C++ compiler (apt install g++)")
     text = script.read_text()
     patched = re.sub(r'CFLAGS="-O\w* -fPIC"', f'CFLAGS="{opt} -fPIC"', text)
-    if f'CFLAGS="{opt} -fPIC"' not in patched:
-        raise SimulationError(f"{script}: no CFLAGS line to set {opt} in; was it written by hls4ml 1.3?")
+    # weights are read relative to the working directory, which hls4ml's trace() sets to the
+    # project's firmware/ (so a cached library reads the weights of the project running it)
+    patched = re.sub(r'^WEIGHTS_DIR=.*$', 'WEIGHTS_DIR="\\"weights\\""', patched, flags=re.M)
+    if f'CFLAGS="{opt} -fPIC"' not in patched or 'WEIGHTS_DIR="\\"weights\\""' not in patched:
+        raise SimulationError(f"{script}: no CFLAGS / WEIGHTS_DIR line to patch; was it written by hls4ml 1.3?")
     if patched != text:
         script.write_text(patched)
     key = source_hash(project, opt)
@@ -105,12 +118,15 @@ def compile_project(project: str | Path, project_name: str, opt: str = DEFAULT_O
         if library.is_file():
             return CompileResult(library, True, time.perf_counter() - start, key)
         log = project / "build_lib.log"
-        try:
-            with open(log, "w") as fh:
-                proc = subprocess.run(["bash", str(script)], cwd=project, stdout=fh, stderr=subprocess.STDOUT,
-                                      timeout=COMPILE_TIMEOUT_S)
-        except subprocess.TimeoutExpired as exc:
-            raise SimulationError(f"{project}: g++ build exceeded {COMPILE_TIMEOUT_S} s (log: {log})") from exc
+        with open(log, "w") as fh:
+            proc = subprocess.Popen(["bash", str(script)], cwd=project, stdout=fh, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                proc.wait(timeout=COMPILE_TIMEOUT_S)
+            except subprocess.TimeoutExpired as exc:
+                os.killpg(proc.pid, signal.SIGKILL)  # g++ and cc1plus too, not only the shell
+                proc.wait()
+                raise SimulationError(f"{project}: g++ build exceeded {COMPILE_TIMEOUT_S} s (log: {log})") from exc
         built = sorted((project / "firmware").glob(f"{project_name}-*.so"), key=lambda p: p.stat().st_mtime)
         if proc.returncode != 0 or not built:
             tail = "\n".join(log.read_text().splitlines()[-15:])
@@ -123,8 +139,17 @@ def compile_project(project: str | Path, project_name: str, opt: str = DEFAULT_O
 
 
 def load_library(model, library: Path) -> None:
-    """Attach a compiled library to an hls4ml ``ModelGraph`` (what ``model.compile()`` does)."""
-    model._top_function_lib = ctypes.cdll.LoadLibrary(str(library))
+    """Attach a compiled library to an hls4ml ``ModelGraph`` (what ``model.compile()`` does).
+
+    The library is loaded from a fresh copy in the project's ``firmware/``: ``dlopen`` hands
+    back an already loaded file, whose weights (read once per load) could be another model's.
+    """
+    firmware = Path(model.config.get_output_dir()).resolve() / "firmware"
+    for old in firmware.glob("csim-*.so"):
+        old.unlink()
+    copy = firmware / f"csim-{uuid.uuid4().hex[:12]}.so"
+    shutil.copy2(library, copy)
+    model._top_function_lib = ctypes.cdll.LoadLibrary(str(copy))
 
 
 def trace_model(model, x: np.ndarray, library: Path) -> dict[str, np.ndarray]:
