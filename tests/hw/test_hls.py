@@ -15,7 +15,7 @@ import pytest
 
 from convforge.hw.hls.cases import KINDS, layer_case, random_images
 from convforge.hw.hls.convert import HLSConversionError, qgraph_to_spec
-from convforge.hw.hls.csim import compile_project, csim_check
+from convforge.hw.hls.csim import csim_check
 from convforge.hw.hls.project import write_project
 from convforge.models.quant.executor import run_qgraph
 from convforge.models.quant.qgraph import Layer, QGraph, TensorType
@@ -106,14 +106,20 @@ def test_extension_layers_survive_hls4ml_write_and_compile(tmp_path):
         assert np.array_equal(np.asarray(out).reshape(len(images), -1), expected), head
 
 
-def test_compile_cache_reuses_a_library_for_identical_sources(tmp_path):
-    graph = layer_case("shuffle", seed=1, h=5, w=4, c=3)
+def test_one_compiled_library_serves_every_model_of_one_structure(tmp_path):
+    """Weights are read at run time, so a model with other weights (same widths) reuses
+    the compiled library, in the same process, and both are bit-exact."""
     cache = tmp_path / "cache"
-    m1, _ = write_project(graph, tmp_path / "a")
-    first = compile_project(tmp_path / "a", m1.config.get_project_name(), cache_root=cache)
-    m2, _ = write_project(graph, tmp_path / "b")
-    second = compile_project(tmp_path / "b", m2.config.get_project_name(), cache_root=cache)
-    assert not first.cached and second.cached and first.library == second.library
+    graph = layer_case(["shuffle", "conv3x3"], seed=1, h=5, w=4, c=3)
+    first = csim_check(graph, random_images(graph, 2, seed=1), tmp_path / "a", cache_root=cache)
+    for layer in graph.layers:  # same bounds (|w|, |bias|), other integers
+        if layer.op == "conv":
+            layer.params["weight"] = -layer.params["weight"][::-1].copy()
+            layer.params["bias"] = -layer.params["bias"]
+    second = csim_check(graph, random_images(graph, 2, seed=2), tmp_path / "b", cache_root=cache)
+    assert not first.compile.cached and second.compile.cached
+    assert first.compile.library == second.compile.library
+    assert first.failed == 0 and second.failed == 0, [c.first_mismatch for c in first.checks + second.checks]
 
 
 @pytest.mark.parametrize("groups,dilation,needle", [(2, 1, "groups=2"), (1, 2, "dilation")])
