@@ -4,7 +4,8 @@ For every layer kind of :data:`convforge.hw.hls.cases.KINDS` (a 32x32 frame, 16 
 and for the shipped tree model: seconds to write the hls4ml project, to compile its C
 simulation with g++ (layer kinds: always, in a fresh cache; the shipped model: only when
 ``build/hls`` does not hold its library yet, else ``compile_cached``), and to C-simulate
-one frame, plus
+one frame (a kind's graph is the tested layer plus the 1x1 convolutions making its
+inputs), plus
 the bit-exact check against the integer reference (layers passed / failed). Whether
 ``vitis_hls`` is on PATH; if not, the command that synthesises the shipped model's project.
 
