@@ -10,3 +10,7 @@
 
 hls4ml is the optional extra ``convforge[hls]``; it is imported only when a model is built.
 """
+
+#: Default FPGA part (the Ultra96-V2, convforge's default board) and clock period (ns).
+DEFAULT_PART = "xczu3eg-sbva484-1-i"
+DEFAULT_CLOCK_NS = 5.0

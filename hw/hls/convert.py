@@ -41,14 +41,13 @@ from typing import Any
 import numpy as np
 
 from convforge.errors import ConvforgeError
+from convforge.hw.hls import DEFAULT_CLOCK_NS, DEFAULT_PART
 from convforge.models.quant.executor import as_pair
 from convforge.models.quant.intops import signed_bits_for
 from convforge.models.quant.qgraph import Layer, QGraph, TensorType
 
 #: hls4ml layer name of the QGraph input (``input`` is reserved by hls4ml).
 INPUT_NAME = "cf_input"
-DEFAULT_PART = "xczu3eg-sbva484-1-i"  # Ultra96-V2, the default board
-DEFAULT_CLOCK_NS = 5.0
 PROJECT_NAME = "convforge_hls"
 #: Consumers one hls4ml io_stream output may feed (its Clone layer's limit).
 MAX_FANOUT = 7

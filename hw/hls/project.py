@@ -37,7 +37,8 @@ def write_project(graph: QGraph, out: str | Path, part: str | None = None, clock
     Raises:
         HLSConversionError: a layer has no bit-exact HLS mapping.
     """
-    from convforge.hw.hls.convert import DEFAULT_CLOCK_NS, DEFAULT_PART, build_hls_model
+    from convforge.hw.hls import DEFAULT_CLOCK_NS, DEFAULT_PART
+    from convforge.hw.hls.convert import build_hls_model
 
     out = Path(out).resolve()
     model, spec = build_hls_model(graph, out, part or DEFAULT_PART, clock_period_ns or DEFAULT_CLOCK_NS,

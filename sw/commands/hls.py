@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from convforge.errors import ConfigError
+from convforge.hw.hls import DEFAULT_CLOCK_NS, DEFAULT_PART
 
 NAME = "hls"
 HELP = "generate the Vitis HLS project of a QGraph with hls4ml (+ bit-exact C simulation)"
@@ -29,8 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="project directory to write")
     p.add_argument("--csim", action="store_true", help="C-simulate with g++ and check every layer bit-exactly")
     p.add_argument("--synth", action="store_true", help="run (or print the command of) Vitis HLS C synthesis")
-    p.add_argument("--part", default=None, help="FPGA part (default: the Ultra96-V2's xczu3eg-sbva484-1-i)")
-    p.add_argument("--clock", type=float, default=None, help="clock period in ns (default 5.0)")
+    p.add_argument("--part", default=DEFAULT_PART, help="FPGA part (the default is the Ultra96-V2's)")
+    p.add_argument("--clock", type=float, default=DEFAULT_CLOCK_NS, help="clock period in ns")
     p.add_argument("--strategy", default="Latency", choices=["Latency", "Resource"],
                    help="hls4ml strategy of its Conv2D/DepthwiseConv2D (Resource shares multipliers)")
     p.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor (cycles per multiplier)")
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.images < 1:
         raise ConfigError(f"--images {args.images}: need at least one frame")
-    if args.clock is not None and args.clock <= 0:
+    if args.clock <= 0:
         raise ConfigError(f"--clock {args.clock}: the clock period must be positive (ns)")
     graph = QGraph.load(args.qgraph)
     t0 = time.perf_counter()
