@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# One pip call: yowasp packages installed separately downgrade wasmtime (recompile).
 	$(BIN)/python -m pip install -q -e ".[hw,board,hls,dev]"
+	# deepforest (below, --no-deps) would fail the check when setup re-runs in an existing venv
+	$(BIN)/python -m pip uninstall -q -y deepforest
 	$(BIN)/python -m pip check
 	# Real aerial tree-crown data ships inside this wheel. convforge only reads its data
 	# files and never imports it, so its (heavy) dependencies are deliberately not installed.
