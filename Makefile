@@ -47,7 +47,7 @@ else
 	$(BIN)/python -m pip install -q --upgrade pip
 	@if $(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] <= (3, 12))'; then \
 	  echo "$(_PY) is newer than the supported 3.11/3.12: checking that every dependency has a wheel (no compiling)"; \
-	  $(BIN)/python -m pip install -q --dry-run --only-binary=:all: -e ".[hw,board,dev]" >$(VENV)/binary-check.log 2>&1 || { \
+	  $(BIN)/python -m pip install -q --dry-run --only-binary=:all: -e ".[hw,board,hls,dev]" >$(VENV)/binary-check.log 2>&1 || { \
 	    grep -E "^ERROR: (Could not find|No matching)" $(VENV)/binary-check.log | head -2; \
 	    echo "$(_PY): some pinned dependencies have no wheel for this Python (pynq 4.0 pins grpcio 1.64 and"; \
 	    echo "numpy < 2); building them would compile C++ for 20+ minutes. Install Python 3.12 without root:"; \
@@ -57,7 +57,7 @@ else
 	fi
 	# One pip call: yowasp packages installed separately downgrade wasmtime (recompile).
 	# On a newer Python, --only-binary: never compile a dependency there.
-	$(BIN)/python -m pip install -q $$(test -f $(VENV)/.binary-only && echo --only-binary=:all:) -e ".[hw,board,dev]"
+	$(BIN)/python -m pip install -q $$(test -f $(VENV)/.binary-only && echo --only-binary=:all:) -e ".[hw,board,hls,dev]"
 endif
 	# pip check, except deepforest's own (deliberately absent) dependencies: a second setup
 	# (after pyproject.toml changes) runs with deepforest already installed --no-deps.

@@ -157,14 +157,29 @@ def bench_compiler(out: Path | None = None) -> dict:
         prog = compile(graph, board.engine, ddr_gbps=board.ddr_gbps)
         compile_s = time.perf_counter() - t
         c = prog.cycles
-        rows[config] = {"cycles": c["cycles"], "fps": c["fps"], "mac_utilisation": c["mac_utilisation"],
-                        "codenet_fps": CODENET_FPS[config], "source": "model"}
-        detail[config] = {**rows[config], "input": list(size), "descriptors": prog.n_descriptors,
-                          "copies": c["copies"], "ddr_bytes_per_frame": c["ddr_bytes"], "macs": c["macs"],
-                          "buffer_bytes": prog.buffer_bytes, "cycles_by_unit": c["cycles_by_unit"],
-                          "compile_s": compile_s}
-        print(f"  {config}: {prog.n_descriptors} descriptors, {c['ddr_bytes']} DDR B, {c['fps']:.1f} FPS "
-              f"(CoDeNet {CODENET_FPS[config]}), MAC utilisation {c['mac_utilisation']:.1%}", flush=True)
+        rows[config] = {
+            "cycles": c["cycles"],
+            "fps": c["fps"],
+            "mac_utilisation": c["mac_utilisation"],
+            "codenet_fps": CODENET_FPS[config],
+            "source": "model",
+        }
+        detail[config] = {
+            **rows[config],
+            "input": list(size),
+            "descriptors": prog.n_descriptors,
+            "copies": c["copies"],
+            "ddr_bytes_per_frame": c["ddr_bytes"],
+            "macs": c["macs"],
+            "buffer_bytes": prog.buffer_bytes,
+            "cycles_by_unit": c["cycles_by_unit"],
+            "compile_s": compile_s,
+        }
+        print(
+            f"  {config}: {prog.n_descriptors} descriptors, {c['ddr_bytes']} DDR B, {c['fps']:.1f} FPS "
+            f"(CoDeNet {CODENET_FPS[config]}), MAC utilisation {c['mac_utilisation']:.1%}",
+            flush=True,
+        )
     _merge_results({"configs": rows})
     if out is not None:
         import matplotlib
@@ -177,8 +192,14 @@ def bench_compiler(out: Path | None = None) -> dict:
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
         ax.bar([x - 0.2 for x in xs], [rows[n]["fps"] for n in names], 0.4, label="convforge (cycle model)")
         ax.bar([x + 0.2 for x in xs], [rows[n]["codenet_fps"] for n in names], 0.4, label="CoDeNet (published)")
-        ax.scatter(list(xs), [3 * rows[n]["codenet_fps"] for n in names], marker="_", s=400, color="k",
-                   label="target: 3x CoDeNet")
+        ax.scatter(
+            list(xs),
+            [3 * rows[n]["codenet_fps"] for n in names],
+            marker="_",
+            s=400,
+            color="k",
+            label="target: 3x CoDeNet",
+        )
         ax.set_xticks(list(xs), [f"config {n}" for n in names])
         ax.set_ylabel(f"frames/s at {board.engine.clock_mhz:g} MHz")
         ax.set_yscale("log")
@@ -211,9 +232,15 @@ def _emulator_vs_fake_quant(model, graph, image_hwc) -> dict:
     out = run_program(prog, image_hwc, emu)
     ref = run_qgraph(graph, image_hwc, keep_all=True)
     exact = sum(bool(np.array_equal(out[t], ref[t].numpy())) for t in graph.tensors)
-    return {"emulator_s_per_frame": t_emu, "fake_quant_s_per_frame": t_fq, "int_reference_s_per_frame": t_ref,
-            "input": list(image_hwc.shape[:2]), "bit_exact_tensors": exact, "tensors": len(graph.tensors),
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "emulator_s_per_frame": t_emu,
+        "fake_quant_s_per_frame": t_fq,
+        "int_reference_s_per_frame": t_ref,
+        "input": list(image_hwc.shape[:2]),
+        "bit_exact_tensors": exact,
+        "tensors": len(graph.tensors),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def bench_emulator() -> dict:
@@ -228,20 +255,34 @@ def bench_emulator() -> dict:
 
     rows = {}
     model, graph, size = _exported("a")
-    rows["a"] = _emulator_vs_fake_quant(model, graph, np.random.default_rng(0).integers(0, 256, (*size, 3),
-                                                                                        dtype=np.uint8))
+    rows["a"] = _emulator_vs_fake_quant(
+        model, graph, np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    )
     ckpt = default_checkpoint()
     model = qat_model(load_checkpoint(ckpt), ckpt).eval()
     graph = QGraph.load(default_qgraph())
     _, h, w = graph.tensors[graph.input].shape
-    rows["trees"] = _emulator_vs_fake_quant(model, graph, np.random.default_rng(1).integers(0, 256, (h, w, 3),
-                                                                                           dtype=np.uint8))
+    rows["trees"] = _emulator_vs_fake_quant(
+        model, graph, np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    )
     for name, r in rows.items():
-        print(f"  {name}: emulator {r['emulator_s_per_frame'] * 1e3:.1f} ms/frame, fake-quant "
-              f"{r['fake_quant_s_per_frame'] * 1e3:.1f} ms, int reference {r['int_reference_s_per_frame'] * 1e3:.1f} "
-              f"ms; bit-exact {r['bit_exact_tensors']}/{r['tensors']} tensors", flush=True)
-    _merge_results({"emulator": {k: {"emulator_s_per_frame": v["emulator_s_per_frame"],
-                                     "fake_quant_s_per_frame": v["fake_quant_s_per_frame"]} for k, v in rows.items()}})
+        print(
+            f"  {name}: emulator {r['emulator_s_per_frame'] * 1e3:.1f} ms/frame, fake-quant "
+            f"{r['fake_quant_s_per_frame'] * 1e3:.1f} ms, int reference {r['int_reference_s_per_frame'] * 1e3:.1f} "
+            f"ms; bit-exact {r['bit_exact_tensors']}/{r['tensors']} tensors",
+            flush=True,
+        )
+    _merge_results(
+        {
+            "emulator": {
+                k: {
+                    "emulator_s_per_frame": v["emulator_s_per_frame"],
+                    "fake_quant_s_per_frame": v["fake_quant_s_per_frame"],
+                }
+                for k, v in rows.items()
+            }
+        }
+    )
     return rows
 
 
@@ -298,10 +339,22 @@ def bench_driver(frames: int = 7) -> dict:
            "emulator_s_per_frame": t_frame - t_over, "driver_overhead_s_per_frame": t_over,
            "predicted_cycles_per_frame": frame.counters["cycles"],
            "predicted_fps_at_clock": frame.counters["fps_at_clock"]}  # fmt: skip
-    print(f"  driver on SimDevice emu: {t_frame * 1e3:.1f} ms/frame ({1 / t_frame:.2f} fps), of which the driver "
-          f"(host side, CSRs, syncs) {t_over * 1e3:.1f} ms", flush=True)
+    print(
+        f"  driver on SimDevice emu: {t_frame * 1e3:.1f} ms/frame ({1 / t_frame:.2f} fps), of which the driver "
+        f"(host side, CSRs, syncs) {t_over * 1e3:.1f} ms",
+        flush=True,
+    )
     _merge_results({"driver": {"emu": row}})
     return row
+
+
+def bench_hls() -> dict:
+    """hls4ml C-simulation times per layer kind and for the shipped model (benchmarks/hls_bench.py;
+    also recorded under "hls" in benchmarks/results.json)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import hls_bench
+
+    return hls_bench.run()
 
 
 BENCHMARKS: dict[str, Callable[[], dict]] = {
@@ -313,6 +366,7 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "compiler": bench_compiler,
     "emulator": bench_emulator,
     "driver": bench_driver,
+    "hls": bench_hls,
 }
 
 

@@ -27,7 +27,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import itertools
 import json
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from convforge.errors import SimulationError
+from convforge.filelock import file_lock as _file_lock
 from convforge.hw.rtl.emit import emit_verilog
 from convforge.sim.tbio import ENV_OUT, ENV_PARAMS
 from convforge.sim.tools import VERILATOR_FLAGS, ensure_simulator
@@ -109,17 +109,6 @@ class TestbenchResult:
         if self.waves is not None:
             lines.append(f"  waveform: {self.waves}")
         return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
