@@ -1,5 +1,22 @@
 # convforge — `make demo` and `make test` work on a fresh clone (they run `setup` first).
-PYTHON ?= python3.11
+#
+# Python: 3.11 and 3.12 are supported (README). Without PYTHON=..., make takes the first of
+# SUPPORTED_PYTHONS that actually runs and reports a supported version (a pyenv shim for a
+# version that is not active exists on PATH but does not run). With neither present it
+# tries the newest of NEWER_PYTHONS binary-only: never a 20-minute source build (pynq 4.0
+# pins grpcio 1.64 and numpy < 2, which have no wheels for 3.13); if a wheel is missing it
+# stops and prints the command that installs Python 3.12 without root.
+SUPPORTED_PYTHONS ?= python3.11 python3.12
+NEWER_PYTHONS     ?= python3.14 python3.13
+# $(call _runs,NAME,CONDITION): NAME if it runs and sys.version_info[:2] (v) meets CONDITION.
+_runs = $(shell command -v $(1) >/dev/null 2>&1 && $(1) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if $(2) else 1)' >/dev/null 2>&1 && echo $(1))
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach p,$(SUPPORTED_PYTHONS),$(call _runs,$(p),(3, 11) <= v <= (3, 12))))
+endif
+ifeq ($(strip $(PYTHON)),)
+NEWER_PYTHON := $(firstword $(foreach p,$(NEWER_PYTHONS),$(call _runs,$(p),v >= (3, 13))))
+endif
+UV_HINT = $(or $(NEWER_PYTHON),python3) -m venv /tmp/uv-venv && /tmp/uv-venv/bin/pip install uv && /tmp/uv-venv/bin/uv python install 3.12 && make PYTHON="$$(/tmp/uv-venv/bin/uv python find 3.12)" $(or $(MAKECMDGOALS),setup)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.convforge-installed
@@ -16,13 +33,30 @@ help:
 	@echo "make bench      benchmarks; figures written to benchmarks/results/*.json"
 	@echo "make lint       ruff"
 	@echo "make clean      remove build outputs (keeps $(VENV))"
+	@echo "Python: $(or $(strip $(PYTHON)),$(NEWER_PYTHON) (binary-only try),none found) (supported: 3.11, 3.12; override with PYTHON=...)"
 
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python >= 3.11) on PATH, or run: make PYTHON=python3.12 ..."; exit 1; }
+ifneq ($(strip $(PYTHON)),)
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 11) else "$(PYTHON) is Python %d.%d; convforge needs 3.11 or 3.12" % v)'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# One pip call: yowasp packages installed separately downgrade wasmtime (recompile).
 	$(BIN)/python -m pip install -q -e ".[hw,board,dev]"
+else ifneq ($(strip $(NEWER_PYTHON)),)
+	@echo "No Python 3.11 or 3.12 found ($(SUPPORTED_PYTHONS)); trying $(NEWER_PYTHON) with wheels only (no compiling)"
+	test -x $(BIN)/python || $(NEWER_PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --dry-run --only-binary=:all: -e ".[hw,board,dev]" >$(VENV)/binary-check.log 2>&1 || { \
+	  grep -E "^ERROR: (Could not find|No matching)" $(VENV)/binary-check.log | head -2; \
+	  echo "$(NEWER_PYTHON): some pinned dependencies have no wheel for this Python (pynq 4.0 pins grpcio 1.64 and"; \
+	  echo "numpy < 2); building them would compile C++ for 20+ minutes. Install Python 3.12 without root:"; \
+	  echo '  $(UV_HINT)'; \
+	  rm -rf $(VENV); exit 1; }
+	$(BIN)/python -m pip install -q --only-binary=:all: -e ".[hw,board,dev]"
+else
+	@echo "No Python found: convforge needs Python 3.11 or 3.12 ($(SUPPORTED_PYTHONS) on PATH). Without root:"
+	@echo '  $(UV_HINT)'
+	@exit 1
+endif
 	$(BIN)/python -m pip check
 	# Real aerial tree-crown data ships inside this wheel. convforge only reads its data
 	# files and never imports it, so its (heavy) dependencies are deliberately not installed.

@@ -41,3 +41,9 @@ class CheckpointError(ConvforgeError):
 
 class LayoutError(ConvforgeError):
     """A value does not fit a field of a hardware layout (descriptor, packed word)."""
+
+
+class IntegerOverflowError(ConvforgeError):
+    """An integer primitive was given values whose exact result does not fit int64, or a
+    narrow integer type (INTEGER_SPEC §6: the reference never wraps); the message names the
+    operation and the offending values."""

@@ -14,7 +14,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from convforge.errors import ConfigError
 from convforge.sim.runner import DesignHandle, TestbenchResult, run_testbench
+
+
+def check_flow_probabilities(gap_prob: float, stall_prob: float) -> None:
+    """Refuse valid-gap / back-pressure probabilities outside ``[0, 1)`` before anything is
+    simulated (1 would stall a stream forever; above 1 or NaN is no probability at all)."""
+    for name, p in (("gap_prob", gap_prob), ("stall_prob", stall_prob)):
+        if not (isinstance(p, int | float) and 0.0 <= p < 1.0):
+            raise ConfigError(f"{name} = {p!r} is not a probability in [0, 1); the flow-control randomisation "
+                              "needs 0 <= p < 1 (0: no gaps/stalls)")
 
 TB_MODULE = "convforge.sim.tb_stream"
 
@@ -75,7 +85,12 @@ def play_streams(
     waves_on_failure: bool = True,
 ) -> PlayResult:
     """Run ``phases`` on ``handle`` with random valid gaps (``gap_prob``) on the input
-    streams and random back-pressure (``stall_prob``) on the output streams."""
+    streams and random back-pressure (``stall_prob``) on the output streams.
+
+    Raises:
+        ConfigError: a probability outside ``[0, 1)`` (checked before building anything).
+    """
+    check_flow_probabilities(gap_prob, stall_prob)
     params = {"seed": seed, "gap_prob": gap_prob, "stall_prob": stall_prob,
               "timeout_cycles": timeout_cycles, "inputs": inputs, "outputs": outputs,
               "phases": [p.to_json() for p in phases]}

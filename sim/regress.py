@@ -74,7 +74,9 @@ def run_unit_regression(unit: str, cfg: EngineConfig | None = None, *, seed: int
                         gap_prob: float = 0.3, stall_prob: float = 0.3) -> RegressionResult:
     """Run the registered regression of ``unit`` (see :mod:`convforge.hw.rtl.units`)."""
     from convforge.hw.rtl.units import get_unit  # noqa: PLC0415
+    from convforge.sim.player import check_flow_probabilities  # noqa: PLC0415
 
+    check_flow_probabilities(gap_prob, stall_prob)
     spec = get_unit(unit)
     if spec.regression is None:
         raise SimulationError(f"unit {unit!r} has no regression registered")

@@ -101,3 +101,26 @@ def ensure_simulator(name: str = "verilator") -> SimulatorInfo:
 def available_simulators() -> list[str]:
     """Names of the simulators usable here, in order of preference."""
     return [name for name in SIMULATORS if find_simulator(name) is not None]
+
+
+def in_ci(environ: dict[str, str] | None = None) -> bool:
+    """Whether ``CI`` is set to a true value (``true``, ``1``, ``yes``; any case)."""
+    env = os.environ if environ is None else environ
+    return env.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def missing_simulator_outcome(name: str, environ: dict[str, str] | None = None) -> tuple[str, str] | None:
+    """What a test that needs simulator ``name`` does when it is missing (the one rule the
+    test suite's ``simulator`` marker applies, tests/conftest.py):
+
+    * ``None``: the simulator is here, run the test;
+    * ``("fail", message)`` under ``CI=true``: CI must never go green without the RTL;
+    * ``("skip", message)`` elsewhere: reported as a skip naming what to install.
+    """
+    try:
+        ensure_simulator(name)
+    except SimulationError as exc:
+        if in_ci(environ):
+            return "fail", f"CI=true and simulator {name!r} is missing, so the RTL was not verified: {exc}"
+        return "skip", f"simulator {name!r} is missing (CI=true would fail here): {exc}"
+    return None

@@ -24,8 +24,15 @@ def _command_modules():
             yield importlib.import_module(f"convforge.sw.commands.{info.name}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """One line on a bad argument (``convforge CMD: error: argument --x: ...``), exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="convforge",
         description=(
             "convforge: quantized deformable detectors (CoDeNet) from PyTorch to verified "

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from convforge.models.quant.executor import run_qgraph
@@ -23,6 +24,7 @@ def test_demo_reports_reexport_and_integer_agreement(tmp_path, capsys):
     assert QGraph.load(tmp_path / "model.json").meta == QGraph.load(default_qgraph()).meta
 
 
+@pytest.mark.simulator("verilator")
 def test_network_square_deform_layer_runs_bit_exact_on_the_rtl():
     """decoder.0 of the shipped network through the Verilator model of the depthwise unit."""
     from convforge.hw.rtl.depthwise_model import layer_from_qgraph
@@ -38,3 +40,41 @@ def test_network_square_deform_layer_runs_bit_exact_on_the_rtl():
     got, want, cycles = run_layer(TEST_CONFIG, dw, x, dmap)
     assert got is not None and np.array_equal(got, values[layer.outputs[0]][0].numpy())
     assert np.array_equal(want, got) and cycles > 0
+
+
+def test_demo_rtl_step_uses_the_board_engine_and_names_every_layer_it_cannot_run(monkeypatch):
+    """No silent fallback (issue 13, kind 8): the board's own line width (256 on the
+    Ultra96-V2), and a depthwise layer the engine cannot take is listed with its reason."""
+    import dataclasses
+
+    from convforge.hw import boards
+    from convforge.hw.rtl.depthwise_model import golden_depthwise
+    from convforge.sim import tb_depthwise
+    from convforge.sw.commands import demo
+
+    graph = QGraph.load(default_qgraph())
+    image = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (1, 3, 416, 416), dtype=np.uint8))
+    values = run_qgraph(graph, image, keep_all=True)
+    seen = []
+
+    def fake_run_layer(cfg, layer, x, dmap=None, offsets=None, **kw):  # the RTL itself is tested elsewhere
+        seen.append(cfg.line_width)
+        want = golden_depthwise(cfg, layer, x, dmap, offsets)
+        return want, want, 1
+
+    monkeypatch.setattr(tb_depthwise, "run_layer", fake_run_layer)
+    report = demo._rtl_depthwise(graph, values, "ultra96v2", lambda *a: None)
+    assert set(seen) == {256} and report["engine"]["line_width"] == 256
+    assert report["complete"] and report["skipped"] == {} and report["all_bit_exact"]
+    assert len(report["layers"]) == report["depthwise_layers"] >= 13
+
+    narrow = dataclasses.replace(boards.get_board("ultra96v2"), engine=dataclasses.replace(
+        boards.get_board("ultra96v2").engine, line_width=64))
+    monkeypatch.setattr(boards, "get_board", lambda name: narrow)
+    lines = []
+    report = demo._rtl_depthwise(graph, values, "ultra96v2", lines.append)
+    assert not report["complete"] and report["skipped"]
+    for name, why in report["skipped"].items():
+        assert "line_width=64" in why
+        assert any(line.strip().startswith(f"SKIPPED {name}:") for line in lines)
+    assert len(report["layers"]) + len(report["skipped"]) == report["depthwise_layers"]

@@ -11,11 +11,14 @@ Expected layout (the standard devkit)::
 
 VOC XML boxes are 1-based inclusive pixel indices; they become pixel-edge boxes
 ``(xmin - 1, ymin - 1, xmax, ymax)`` (see :mod:`convforge.models.data.sample`).
-Difficult flags are kept.
+Difficult flags are kept (``0``/``1`` or ``true``/``false``, any case, as real tools write
+them). Every malformed field (size, name, coordinates, difficult) is a ``DatasetError``
+naming the file, the object and the field; nothing is guessed.
 """
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +86,13 @@ def parse_voc_xml(
 
     Returns:
         ``(width, height, boxes (n,4) float32, labels (n,) int64, difficult (n,) bool)``.
+
+    Raises:
+        DatasetError: unreadable XML; a ``<size>`` that is not two positive integers (a
+            missing or zero size falls back to the image file, if any); an unknown or empty
+            class name; a missing, non-numeric or non-finite coordinate, or ``xmin > xmax`` /
+            ``ymin > ymax``; a ``<difficult>`` other than 0/1/true/false. The message names
+            the file, the object (index and class) and the field.
     """
     try:
         root = ET.parse(path).getroot()
@@ -90,28 +100,38 @@ def parse_voc_xml(
         raise DatasetError(f"cannot parse annotation {path}: {exc}") from exc
     size = root.find("size")
     width = height = 0
-    if size is not None and size.findtext("width") and size.findtext("height"):
-        width, height = int(float(size.findtext("width"))), int(float(size.findtext("height")))
-    if (width <= 0 or height <= 0) and image_path is not None and image_path.is_file():
-        with Image.open(image_path) as im:
-            width, height = im.size
+    if size is not None and (size.findtext("width") or "").strip() and (size.findtext("height") or "").strip():
+        width = _size_field(path, size, "width")
+        height = _size_field(path, size, "height")
+    if width <= 0 or height <= 0:
+        if image_path is None or not image_path.is_file():
+            raise DatasetError(f"{path}: no usable <size> (width/height) and no image file to read it from")
+        try:
+            with Image.open(image_path) as im:
+                width, height = im.size
+        except OSError as exc:
+            raise DatasetError(f"{path}: <size> missing and image {image_path} unreadable: {exc}") from exc
     boxes, labels, difficult = [], [], []
     shift = 1.0 if one_based else 0.0
-    for obj in root.iter("object"):
+    for index, obj in enumerate(root.iter("object")):
         name = (obj.findtext("name") or "").strip()
+        where = f"{path}: object {index} ({name!r})"
+        if not name:
+            raise DatasetError(f"{path}: object {index}: field <name> is missing or empty")
         label = class_index(name)
         if label is None:
-            raise DatasetError(f"{path}: unknown object class {name!r}")
+            raise DatasetError(f"{where}: unknown object class {name!r}")
         bb = obj.find("bndbox")
         if bb is None:
-            raise DatasetError(f"{path}: object {name!r} has no <bndbox>")
-        try:
-            xmin, ymin, xmax, ymax = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
-        except (TypeError, ValueError) as exc:
-            raise DatasetError(f"{path}: object {name!r} has a malformed <bndbox>") from exc
+            raise DatasetError(f"{where}: field <bndbox> is missing")
+        xmin, ymin, xmax, ymax = (_coordinate(where, bb, k) for k in ("xmin", "ymin", "xmax", "ymax"))
+        if xmin > xmax or ymin > ymax:
+            raise DatasetError(
+                f"{where}: field <bndbox> is inverted (xmin {xmin:g} > xmax {xmax:g} or ymin {ymin:g} > ymax {ymax:g})"
+            )
         boxes.append((xmin - shift, ymin - shift, xmax, ymax))
         labels.append(label)
-        difficult.append(int(float(obj.findtext("difficult") or 0)) != 0)
+        difficult.append(parse_flag(obj.findtext("difficult"), f"{where}: field <difficult>"))
     return (
         width,
         height,
@@ -119,6 +139,43 @@ def parse_voc_xml(
         np.asarray(labels, dtype=np.int64),
         np.asarray(difficult, dtype=bool),
     )
+
+
+#: Spellings of a VOC flag (``<difficult>``, ``<truncated>``) written by real tools.
+FLAG_VALUES = {"0": False, "1": True, "false": False, "true": True}
+
+
+def parse_flag(text: str | None, what: str) -> bool:
+    """``0``/``1``/``true``/``false`` (any case, surrounding blanks ignored; absent or empty
+    is false) as a bool; anything else is a DatasetError naming ``what``."""
+    key = (text or "0").strip().lower() or "0"
+    if key not in FLAG_VALUES:
+        raise DatasetError(f"{what} is {text!r}; expected one of 0, 1, true, false")
+    return FLAG_VALUES[key]
+
+
+def _coordinate(where: str, bndbox: ET.Element, field: str) -> float:
+    text = bndbox.findtext(field)
+    if text is None or not text.strip():
+        raise DatasetError(f"{where}: field <bndbox><{field}> is missing")
+    try:
+        value = float(text)
+    except ValueError:
+        raise DatasetError(f"{where}: field <bndbox><{field}> is {text!r}, not a number") from None
+    if not math.isfinite(value):
+        raise DatasetError(f"{where}: field <bndbox><{field}> is {text!r}, not a finite number")
+    return value
+
+
+def _size_field(path: Path, size: ET.Element, field: str) -> int:
+    text = (size.findtext(field) or "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise DatasetError(f"{path}: field <size><{field}> is {text!r}, not a number") from None
+    if not math.isfinite(value) or value < 0 or value != int(value):
+        raise DatasetError(f"{path}: field <size><{field}> is {text!r}, not a whole number of pixels >= 0")
+    return int(value)
 
 
 def _voc_class_index(name: str) -> int | None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from convforge.errors import ConfigError
+from convforge.errors import ConfigError, ShapeError
 from convforge.models.nets.blocks import (
     ChannelShuffle,
     ChannelSplit,
@@ -277,6 +277,14 @@ class CoDeNet(nn.Module):
         return OUTPUT_STRIDE
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ShapeError(f"CoDeNet: input must be (N, 3, H, W) raw pixels, got shape {tuple(x.shape)}")
+        if any(s < 32 or s % 32 for s in x.shape[2:]):
+            raise ShapeError(
+                f"CoDeNet: input must be (N, 3, H, W) with H and W multiples of 32 (the backbone "
+                f"downsamples by 32), got {tuple(x.shape)}; resize or pad the image (e.g. to "
+                f"{tuple(max(32, -(-s // 32) * 32) for s in x.shape[2:])})"
+            )
         features = self.decoder(self.backbone(x))
         return {name: head(features) for name, head in self.heads.items()}
 

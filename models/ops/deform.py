@@ -14,6 +14,8 @@ that a float dilation map receives gradients through the bilinear sampling.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from convforge.errors import ConvforgeError, ShapeError
@@ -23,13 +25,44 @@ __all__ = ["deform_conv2d", "deform_square_dw_conv2d", "square_offsets"]
 IntOrPair = int | tuple[int, int]
 
 
-def _pair(value: IntOrPair, name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    pair = tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
-        raise ConvforgeError(f"deform_conv2d: {name} must be an int or a pair of ints, got {value!r}")
-    return pair  # type: ignore[return-value]
+def _as_int(value, name: str, op: str) -> int:
+    """A Python/NumPy/0-d torch integer as ``int`` (what torchvision accepts); bools and
+    floats are refused."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConvforgeError(f"{op}: {name} must be an int or a pair of ints, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def _pair(value: IntOrPair, name: str, op: str = "deform_conv2d") -> tuple[int, int]:
+    """An int (Python, NumPy or 0-d tensor) or a pair of them as ``(int, int)``."""
+    if isinstance(value, numbers.Number | str) or (isinstance(value, torch.Tensor) and value.dim() == 0):
+        v = _as_int(value, name, op)
+        return v, v
+    try:
+        pair = tuple(value)
+    except TypeError:
+        raise ConvforgeError(
+            f"{op}: {name} must be an int or a pair of ints, got {value!r} ({type(value).__name__})"
+        ) from None
+    if len(pair) != 2:
+        raise ConvforgeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    return _as_int(pair[0], name, op), _as_int(pair[1], name, op)
+
+
+def _check_tensor(op: str, name: str, value, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, torch.Tensor):
+        hint = " (convert it with torch.from_numpy)" if type(value).__module__ == "numpy" else ""
+        raise ShapeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}{hint}")
+
+
+def _position_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Sampling positions are computed in float64: ``base + offset`` is exact there for
+    the offsets of every input dtype (bf16's 8-bit mantissa makes 257 + 0 read as 256)."""
+    return torch.float64
 
 
 def _check_shape(name: str, tensor: torch.Tensor, expected: tuple[int, ...]) -> None:
@@ -70,6 +103,10 @@ def deform_conv2d(
     Raises:
         ShapeError: a tensor has the wrong rank, shape or dtype (the message gives expected vs got).
     """
+    for name, t in (("input", input), ("offset", offset), ("weight", weight)):
+        _check_tensor("deform_conv2d", name, t)
+    _check_tensor("deform_conv2d", "bias", bias, optional=True)
+    _check_tensor("deform_conv2d", "mask", mask, optional=True)
     sh, sw = _pair(stride, "stride")
     ph, pw = _pair(padding, "padding")
     dh, dw = _pair(dilation, "dilation")
@@ -125,15 +162,16 @@ def deform_conv2d(
     if bias is not None:
         _check_shape("bias", bias, (out_ch,))
 
-    # Sampling positions, (N, offset_groups, taps, Ho*Wo), in input pixels.
-    dev, dt = input.device, input.dtype
+    # Sampling positions, (N, offset_groups, taps, Ho*Wo), in input pixels, computed in a
+    # dtype that holds them exactly whatever the input dtype (INTEGER_SPEC §4; issue 13).
+    dev, dt = input.device, _position_dtype(input.dtype)
     base_y = (torch.arange(ho, device=dev, dtype=dt) * sh - ph).view(ho, 1).expand(ho, wo).reshape(1, 1, 1, ho * wo)
     base_x = (torch.arange(wo, device=dev, dtype=dt) * sw - pw).view(1, wo).expand(ho, wo).reshape(1, 1, 1, ho * wo)
     tap_i = torch.arange(kh, device=dev).repeat_interleave(kw)  # row index of each tap
     tap_j = torch.arange(kw, device=dev).repeat(kh)  # column index of each tap
     off = offset.reshape(n, offset_groups, taps, 2, ho * wo)
-    py = base_y + (tap_i * dh).to(dt).view(1, 1, taps, 1) + off[:, :, :, 0]
-    px = base_x + (tap_j * dw).to(dt).view(1, 1, taps, 1) + off[:, :, :, 1]
+    py = base_y + (tap_i * dh).to(dt).view(1, 1, taps, 1) + off[:, :, :, 0].to(dt)
+    px = base_x + (tap_j * dw).to(dt).view(1, 1, taps, 1) + off[:, :, :, 1].to(dt)
 
     sampled = _bilinear_sample(input.reshape(n, offset_groups, c // offset_groups, h * w), py, px, h, w)
     if mask is not None:
@@ -151,9 +189,13 @@ def deform_conv2d(
 def _bilinear_sample(planes: torch.Tensor, py: torch.Tensor, px: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Sample ``planes`` ``(N, G, Cg, H*W)`` at positions ``py, px`` ``(N, G, T, L)``.
 
-    Returns ``(N, G, Cg, T, L)``. torchvision's rule: 0 if the position is at or beyond one
-    pixel outside the image, else the in-image corners weighted bilinearly. The fractional
-    parts carry the gradient to the positions (``floor`` has zero gradient).
+    Returns ``(N, G, Cg, T, L)`` in the dtype of ``planes``. torchvision's rule: 0 if the
+    position is at or beyond one pixel outside the image, else the in-image corners
+    weighted bilinearly. A corner outside the image reads 0 *without touching any pixel*:
+    the clamped gather's value is replaced (``where``), never multiplied by a zero weight,
+    so an ``inf``/NaN pixel elsewhere cannot turn into NaN (``0 * inf``). The fractional
+    parts (computed in the positions' dtype, then cast) carry the gradient to the
+    positions (``floor`` has zero gradient).
     """
     n, g, cg, _ = planes.shape
     _, _, taps, length = py.shape
@@ -172,7 +214,10 @@ def _bilinear_sample(planes: torch.Tensor, py: torch.Tensor, px: torch.Tensor, h
             valid = inside & (yc >= 0) & (yc < height) & (xc >= 0) & (xc < width)
             index = (yc.clamp(0, height - 1) * width + xc.clamp(0, width - 1)).reshape(n, g, 1, taps * length)
             values = torch.gather(planes, 3, index.expand(n, g, cg, taps * length))
-            corner_weight = torch.where(valid, wy * wx, torch.zeros_like(wy)).reshape(n, g, 1, taps * length)
+            valid = valid.reshape(n, g, 1, taps * length)
+            values = torch.where(valid, values, torch.zeros((), dtype=values.dtype, device=values.device))
+            corner_weight = (wy * wx).reshape(n, g, 1, taps * length).to(planes.dtype)
+            corner_weight = torch.where(valid, corner_weight, torch.zeros_like(corner_weight))
             term = values * corner_weight
             result = term if result is None else result + term
     return result.reshape(n, g, cg, taps, length)
@@ -226,9 +271,14 @@ def deform_square_dw_conv2d(
     Returns:
         ``(N, C, Ho, Wo)`` in the dtype of ``input``.
     """
+    op = "deform_square_dw_conv2d"
+    for name, t in (("input", input), ("dilation", dilation), ("weight", weight)):
+        _check_tensor(op, name, t)
+    _check_tensor(op, "bias", bias, optional=True)
     if input.dim() != 4:
         raise ShapeError(f"deform_square_dw_conv2d: input must be (N, C, H, W), got shape {tuple(input.shape)}")
-    if not isinstance(stride, int) or stride < 1:
+    stride = _as_int(stride, "stride", op)
+    if stride < 1:
         raise ConvforgeError(f"deform_square_dw_conv2d: stride must be an int >= 1, got {stride!r}")
     n, c, h, w = input.shape
     if tuple(weight.shape) != (c, 1, 3, 3):
@@ -240,6 +290,10 @@ def deform_square_dw_conv2d(
             f"(output resolution for stride {stride}), got {tuple(dilation.shape)}"
         )
     d = dilation.detach()
+    if d.is_floating_point() and not bool(torch.isfinite(d).all()):
+        raise ConvforgeError(
+            "deform_square_dw_conv2d: dilation holds non-finite values (inf/NaN); it must be integer-valued"
+        )
     if d.is_floating_point() and not torch.equal(d, torch.floor(d)):
         raise ConvforgeError("deform_square_dw_conv2d: dilation must be integer-valued (round it, e.g. with round_ste)")
     if bool((d < 0).any()):

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from convforge.models.quant.qgraph import QGraph
 
@@ -56,10 +55,10 @@ def layer_agreement(
 
 
 def heatmap_peaks(hm: torch.Tensor) -> torch.Tensor:
-    """Boolean mask of heatmap peaks: elements equal to their 3x3 max (INTEGER_SPEC §5).
-
-    Works on integer logits or dequantised floats; padding never wins the max.
+    """Boolean mask of heatmap peaks (INTEGER_SPEC v1.1 §5): the decoders' own
+    :func:`~convforge.models.eval.decode.peak_mask` (plateaus give one peak, NaN never
+    wins). Works on integer logits or dequantised floats; padding never wins.
     """
-    x = hm.double()
-    pooled = F.max_pool2d(x, 3, stride=1, padding=1)
-    return x == pooled
+    from convforge.models.eval.decode import peak_mask
+
+    return peak_mask(hm)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from convforge.errors import ShapeError
-from convforge.models.quant.intops import requant, rshift_round, sat
+from convforge.models.quant.intops import check_int64_bound, requant, rshift_round, sat
 from convforge.models.quant.qgraph import Layer, QGraph
 
 _FLOAT_EXACT = 1 << 53
@@ -40,6 +40,10 @@ def _exact_float_check(x: torch.Tensor, w: torch.Tensor, taps_per_output: int, w
             f"{what}: worst-case accumulator {bound} exceeds 2**53; the integer reference "
             "cannot evaluate it exactly (activations/weights far outside the spec's 8-bit range?)"
         )
+
+
+def _max_abs(t: torch.Tensor) -> int:
+    return max(abs(int(t.max())), abs(int(t.min()))) if t.numel() else 0
 
 
 # -- layer kernels (each returns the int64 accumulator, before requantisation) ---------
@@ -76,7 +80,9 @@ def _gather_taps(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.T
     inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
     flat = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)).reshape(n, 1, -1).expand(n, c, -1)
     vals = torch.gather(x.reshape(n, c, h * w), 2, flat).reshape(n, c, *ys.shape[1:])
-    return vals * inside.unsqueeze(1).to(vals.dtype)
+    # Select, never multiply by a 0/1 mask: a tap outside reads 0 without touching the
+    # clamped pixel (the same rule as the float references, where 0 * inf would be NaN).
+    return torch.where(inside.unsqueeze(1), vals, torch.zeros((), dtype=vals.dtype))
 
 
 def square_deform_dw_int(
@@ -97,6 +103,7 @@ def square_deform_dw_int(
     if tuple(weight.shape) != (c, 1, 3, 3):
         raise ShapeError(f"square_deform_dw_int: weight shape {tuple(weight.shape)}, expected {(c, 1, 3, 3)}")
     d = dilation_map[:, 0].to(torch.int64)
+    check_int64_bound(_max_abs(x) * _max_abs(weight) * 9, "square_deform_dw_int", "worst-case |acc|")
     oy = torch.arange(ho, dtype=torch.int64).view(1, ho, 1) * stride
     ox = torch.arange(wo, dtype=torch.int64).view(1, 1, wo) * stride
     acc = torch.zeros(n, c, ho, wo, dtype=torch.int64)
@@ -140,6 +147,8 @@ def bilinear_deform_int(
             f"bilinear_deform_int: offset shape {tuple(offset.shape)}, expected {(n, 18, ho, wo)}"
         )
     one = 1 << frac_bits
+    bound = _max_abs(x) * _max_abs(weight) * 9 * c * one * one
+    check_int64_bound(bound, "bilinear_deform_int", "worst-case |acc| (2F fractional bits)")
     base_y = (torch.arange(ho, dtype=torch.int64) * sy - py_).view(1, ho, 1)
     base_x = (torch.arange(wo, dtype=torch.int64) * sx - px_).view(1, 1, wo)
     samples = []  # per tap: V (N, C, Ho, Wo) with 2F fractional bits
@@ -173,7 +182,12 @@ def maxpool_int(x: torch.Tensor, kernel: int, stride: int, padding: int) -> torc
 
 
 def add_int(a: torch.Tensor, b: torch.Tensor, Ma: int, Mb: int, S: int, lo: int, hi: int) -> torch.Tensor:
-    """Residual add ``sat(rshift_round(a*Ma + b*Mb, S), lo, hi)`` (spec §4)."""
+    """Residual add ``sat(rshift_round(a*Ma + b*Mb, S), lo, hi)`` (spec §4).
+
+    Raises:
+        IntegerOverflowError: ``|a*Ma| + |b*Mb|`` would exceed int64 (INTEGER_SPEC §6).
+    """
+    check_int64_bound(_max_abs(a) * abs(int(Ma)) + _max_abs(b) * abs(int(Mb)), "add_int", "|a*Ma + b*Mb|")
     return sat(rshift_round(a * int(Ma) + b * int(Mb), int(S)), lo, hi)
 
 

@@ -11,7 +11,9 @@ Export refuses (``ExportError`` naming the layer or module):
 - a module the graph cannot express, or a compute block that was not quantised;
 - a requantisation shift outside ``[0, 62]`` (from :func:`~convforge.models.quant.intops.derive_requant`);
 - a layer whose worst-case ``|acc + bias|`` (INTEGER_SPEC §6: from the integer weights,
-  the bias and the input type's range) does not fit ``acc_bits``.
+  the bias and the input type's range) does not fit ``acc_bits``;
+- a graph that breaks any rule of :meth:`QGraph.validate` (weights outside ``w_bits``,
+  ``|acc + bias| * M`` reaching ``2**63``, ...), the same check :meth:`QGraph.load` makes.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from convforge.errors import ExportError
+from convforge.errors import ExportError, QGraphFormatError
 from convforge.models.nets.blocks import (
     COMPUTE_BLOCKS,
     ChannelShuffle,
@@ -138,7 +140,10 @@ def export_qgraph(
     full_meta["heads"] = list(graph.outputs)
     full_meta.update(meta or {})
     qgraph = QGraph(input=INPUT, tensors=tensors, layers=layers, outputs=dict(graph.outputs), meta=full_meta)
-    qgraph.validate()
+    try:
+        qgraph.validate()  # the same rules as QGraph.load (INTEGER_SPEC §6 bounds included)
+    except QGraphFormatError as exc:
+        raise ExportError(f"export refused: {exc}") from exc
     return qgraph
 
 

@@ -128,32 +128,30 @@ class QGraph:
                 return layer
         return None
 
-    def validate(self) -> None:
-        """Check names, topological order, shapes of params; raise QGraphFormatError."""
-        known = {self.input}
-        if self.input not in self.tensors:
-            raise QGraphFormatError(f"input tensor {self.input!r} has no type")
-        names = set()
-        for layer in self.layers:
-            if layer.name in names:
-                raise QGraphFormatError(f"duplicate layer name {layer.name!r}")
-            names.add(layer.name)
-            for t in layer.inputs:
-                if t not in known:
-                    raise QGraphFormatError(
-                        f"layer {layer.name!r} reads tensor {t!r} before any layer writes it "
-                        "(layers must be in topological order)"
-                    )
-            for t in layer.outputs:
-                if t not in self.tensors:
-                    raise QGraphFormatError(f"layer {layer.name!r} writes untyped tensor {t!r}")
-                known.add(t)
-            for p in REQUIRED_PARAMS.get(layer.op, ()):
-                if p not in layer.params:
-                    raise QGraphFormatError(f"layer {layer.name!r} ({layer.op}) lacks param {p!r}")
-        for head, t in self.outputs.items():
-            if t not in known:
-                raise QGraphFormatError(f"output {head!r} names unknown tensor {t!r}")
+    def validate(self, source: str | None = None) -> None:
+        """Check the whole graph against INTEGER_SPEC and the op table above.
+
+        The one place the QGraph rules live: :meth:`load` and export call it, and so can
+        any consumer (compiler, emulator) handed a graph built in memory. Checked: names,
+        topological order, tensor types (``(C, H, W)`` positive ints, 2..16 bits, finite
+        positive scale, uint8 input), per op the number of inputs/outputs, the required
+        attributes with their types and ranges (no unknown ones), ``lo <= hi`` inside the
+        output tensor's type, the params present with integer dtypes and the shapes implied
+        by the tensor table, output shapes, weights inside ``w_bits``, bias inside int32,
+        ``M`` in ``{0} | [2**14, 2**15)``, ``S`` in ``[0, 62]``, dilation/offset producers
+        clamped to ``[0, D_max]`` / ``[-R*2**F, R*2**F]``, and §6: the worst-case
+        ``|acc + bias| * M + 2**(S-1)`` (``|a*Ma + b*Mb| + 2**(S-1)`` for an add) below
+        ``2**63`` so that the int64 reference never wraps.
+
+        Args:
+            source: file name prefixed to messages (``load`` passes the JSON path).
+
+        Raises:
+            QGraphFormatError: the first broken rule, naming the layer (or tensor) and field.
+        """
+        from convforge.models.quant.validate import validate_graph
+
+        validate_graph(self, source)
 
     # -- file format ---------------------------------------------------------------------
     def save(self, path: str | Path) -> tuple[Path, Path]:
@@ -227,12 +225,13 @@ class QGraph:
         try:
             with np.load(io.BytesIO(blob)) as npz:
                 arrays = {k: npz[k] for k in npz.files}
+            # No coercion: validate() checks the types as written (a "8" is not an 8).
             tensors = {
                 name: TensorType(
-                    shape=tuple(int(s) for s in t["shape"]),
-                    bits=int(t["bits"]),
-                    signed=bool(t["signed"]),
-                    scale=float(t["scale"]),
+                    shape=tuple(t["shape"]) if isinstance(t["shape"], list) else t["shape"],
+                    bits=t["bits"],
+                    signed=t["signed"],
+                    scale=t["scale"],
                 )
                 for name, t in doc["tensors"].items()
             }
@@ -253,7 +252,7 @@ class QGraph:
                         op=entry["op"],
                         inputs=list(entry["inputs"]),
                         outputs=list(entry["outputs"]),
-                        attrs=dict(entry.get("attrs", {})),
+                        attrs=dict(entry.get("attrs") or {}),
                         params=params,
                     )
                 )
@@ -264,11 +263,15 @@ class QGraph:
                 outputs=dict(doc["outputs"]),
                 meta=dict(doc.get("meta", {})),
             )
-        except QGraphFormatError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise QGraphFormatError(f"{json_path}: malformed QGraph ({exc!r}); re-export the model") from exc
-        graph.validate()
+        except QGraphFormatError as exc:
+            if str(json_path.parent) in str(exc):
+                raise
+            raise QGraphFormatError(f"{json_path}: {exc}") from exc
+        except KeyError as exc:
+            raise QGraphFormatError(f"{json_path}: required field {exc} is missing; re-export the model") from exc
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise QGraphFormatError(f"{json_path}: malformed QGraph ({exc}); re-export the model") from exc
+        graph.validate(str(json_path))
         return graph
 
     def summary(self) -> str:

@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from convforge.sw.argtypes import positive_int, score
+
 NAME = "demo"
 HELP = "run the shipped W4A8 detector end to end: checkpoint -> QGraph -> integer reference -> boxes"
 DESCRIPTION = (
@@ -28,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, choices=model_names(),
                    help=f"shipped model to run when no --checkpoint is given (default {DEFAULT_NAME})")
     p.add_argument("--data", default="trees:test", help="dataset spec of the views to run (held-out trees by default)")
-    p.add_argument("--views", type=int, default=None, help="run only the first N views (default: all)")
+    p.add_argument("--views", type=positive_int, default=None, help="run only the first N views (default: all)")
     p.add_argument(
         "--fresh",
         metavar="CONFIG",
@@ -45,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", default="ultra96v2", help="board whose default engine the RTL step builds")
     p.add_argument(
         "--score-thresh",
-        type=float,
+        type=score,
         default=0.15,
         help="detections drawn and counted from this score up (AP50 uses every detection)",
     )
@@ -73,43 +75,60 @@ def _fresh_model(config: str, out: Path):
     return model, graph, size
 
 
-def _rtl_depthwise(graph, values: dict, board: str, say) -> dict:
-    """Run every depthwise layer of ``graph`` through the depthwise unit in Verilator and
-    compare its integers with the integer reference's (``values`` from one view)."""
-    import dataclasses
+#: Ops the depthwise unit may run (when their weight is depthwise 3x3, see layer_from_qgraph).
+_DEPTHWISE_OPS = ("conv", "square_deform_dw", "bilinear_deform")
 
+
+def _is_depthwise_candidate(layer) -> bool:
+    """A depthwise-shaped layer (one input channel per output channel): the unit's job.
+    Everything else (pointwise/dense convs, data movement) belongs to other units."""
+    weight = layer.params.get("weight")
+    return layer.op in _DEPTHWISE_OPS and weight is not None and weight.ndim == 4 and weight.shape[1] == 1
+
+
+def _rtl_depthwise(graph, values: dict, board: str, say) -> dict:
+    """Run every depthwise layer of ``graph`` through the depthwise unit in Verilator, built
+    with the board's own engine (its line width, lanes, modes: nothing substituted), and
+    compare its integers with the integer reference's (``values`` from one view).
+
+    A depthwise layer the unit cannot run (mode not built, wider than the line buffer,
+    unsupported padding) is not dropped silently: it is listed under ``skipped`` with the
+    reason, printed, and makes ``complete`` false."""
     import numpy as np
 
     from convforge.errors import ShapeError
     from convforge.hw.boards import get_board
-    from convforge.hw.rtl.depthwise_model import layer_from_qgraph
+    from convforge.hw.rtl.depthwise_model import golden_depthwise, layer_from_qgraph
     from convforge.sim.tb_depthwise import run_layer
 
-    runnable = []
-    for layer in graph.layers:
-        try:
-            runnable.append((layer, layer_from_qgraph(layer, graph.tensors[layer.inputs[0]].signed)))
-        except (ShapeError, KeyError):
-            continue
-    widest = max((graph.tensors[layer.inputs[0]].shape[2] for layer, _ in runnable), default=32)
-    engine = get_board(board).engine
-    # The unit's weight lanes must hold the widest depthwise layer (a QGraph may give depthwise
-    # layers 8-bit weights, recorded per layer as w_bits).
-    w_bits = max([engine.w_bits, *(int(layer.attrs.get("w_bits", engine.w_bits)) for layer, _ in runnable)])
-    cfg = dataclasses.replace(engine, line_width=max(32, -(-widest // 32) * 32), w_bits=w_bits)
-    say(f"      {len(runnable)} layers, engine: {cfg.describe()}")
-    rows = {}
-    for layer, dw in runnable:
+    cfg = get_board(board).engine
+    candidates = [layer for layer in graph.layers if _is_depthwise_candidate(layer)]
+    runnable, skipped = [], {}
+    for layer in candidates:
         x = values[layer.inputs[0]][0].numpy()
-        dmap = values[layer.inputs[1]][0, 0].numpy() if dw.mode == "square" else None
-        offsets = values[layer.inputs[1]][0].numpy() if dw.mode == "bilinear" else None
+        try:
+            dw = layer_from_qgraph(layer, graph.tensors[layer.inputs[0]].signed)
+            dmap = values[layer.inputs[1]][0, 0].numpy() if dw.mode == "square" else None
+            offsets = values[layer.inputs[1]][0].numpy() if dw.mode == "bilinear" else None
+            golden_depthwise(cfg, dw, x, dmap, offsets)  # raises ShapeError if the engine cannot run it
+        except ShapeError as exc:
+            skipped[layer.name] = str(exc)
+            continue
+        runnable.append((layer, dw, x, dmap, offsets))
+    say(f"      {len(runnable)} of {len(candidates)} depthwise layers, engine of {board}: {cfg.describe()}")
+    for name, why in skipped.items():
+        say(f"      SKIPPED {name}: {why}")
+    rows = {}
+    for layer, dw, x, dmap, offsets in runnable:
         got, want, cycles = run_layer(cfg, dw, x, dmap, offsets)
         exact = got is not None and np.array_equal(got, values[layer.outputs[0]][0].numpy())
         rows[layer.name] = {"mode": dw.mode, "shape": list(x.shape), "bit_exact": bool(exact), "cycles": cycles,
                             "golden_equals_reference": bool(np.array_equal(want, values[layer.outputs[0]][0].numpy()))}
         say(f"      {layer.name:<24} {dw.mode:<8} {str(tuple(x.shape)):<16} {cycles:>8} cycles  "
             f"{'bit-exact' if exact else 'MISMATCH'}")
-    return {"engine": cfg.to_dict(), "layers": rows, "all_bit_exact": all(r["bit_exact"] for r in rows.values())}
+    return {"engine": cfg.to_dict(), "board": board, "layers": rows, "skipped": skipped,
+            "depthwise_layers": len(candidates), "complete": not skipped,
+            "all_bit_exact": bool(rows) and all(r["bit_exact"] for r in rows.values())}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -179,7 +198,9 @@ def run(args: argparse.Namespace) -> int:
 
     # 3. integer reference vs fake-quant, view by view
     dataset = get_dataset(args.data, input_size=size)
-    n_views = len(dataset) if args.views is None else max(1, min(args.views, len(dataset)))
+    n_views = len(dataset) if args.views is None else min(args.views, len(dataset))
+    if args.views is not None and args.views > len(dataset):
+        say(f"      note: --views {args.views} but {args.data} has {len(dataset)} views; running {n_views}")
     say(f"[3/6] integer reference on {n_views} view(s) of {args.data} ({size}x{size})")
     scales = head_scales(graph)
     detections, samples = {}, []
@@ -210,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
     agreement_min = min(worst.values()) if worst else 1.0
     summary["integer_reference"] = {
         "views": n_views,
+        "views_requested": args.views,
         "seconds_per_view": t_int / n_views,
         "min_layer_within_1lsb": agreement_min,
         "worst_layer": min(worst, key=worst.get) if worst else None,
@@ -229,6 +251,9 @@ def run(args: argparse.Namespace) -> int:
     if args.rtl:
         say("[5/6] the network's depthwise layers (view 0) through the Verilator model of the depthwise unit")
         summary["rtl_depthwise"] = _rtl_depthwise(graph, first_view, args.board, say)
+    else:
+        say("[5/6] RTL step not run (--no-rtl)")
+        summary["rtl_depthwise"] = {"skipped_step": "--no-rtl"}
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     summary["files"] = sorted(str(p) for p in out.iterdir())
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -256,7 +281,13 @@ def run(args: argparse.Namespace) -> int:
     if args.rtl:
         rtl = summary["rtl_depthwise"]
         n_ok = sum(r["bit_exact"] for r in rtl["layers"].values())
-        print(f"  RTL depthwise unit    {n_ok}/{len(rtl['layers'])} network layers bit-exact in Verilator")
+        print(f"  RTL depthwise unit    {n_ok}/{len(rtl['layers'])} network layers bit-exact in Verilator "
+              f"({rtl['board']} engine, line {rtl['engine']['line_width']} px)")
+        if rtl["skipped"]:
+            print(f"  NOT RUN on the RTL    {len(rtl['skipped'])} depthwise layers: {', '.join(rtl['skipped'])} "
+                  "(reasons in summary.json 'rtl_depthwise.skipped')")
+    else:
+        print("  RTL depthwise unit    not run (--no-rtl)")
     print(f"  pictures              {out}/detections_*.png")
     print(f"  done in {summary['seconds']:.1f} s")
     return 0 if not args.rtl or summary["rtl_depthwise"]["all_bit_exact"] else 1

@@ -8,6 +8,8 @@ import re
 import time
 from pathlib import Path
 
+from convforge.sw.argtypes import image_size, positive_int
+
 NAME = "eval"
 HELP = "evaluate a detector (float, qat or int backend): VOC AP50, PR curve, example detections"
 DESCRIPTION = (
@@ -30,13 +32,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "otherwise exported from the QAT checkpoint on the fly)")  # fmt: skip
     p.add_argument("--data", default="trees:test", help="dataset spec: trees:test, trees:train, voc:/path")
     p.add_argument("--backend", choices=("float", "qat", "int"), default="int")
-    p.add_argument("--input-size", type=int, default=None,
+    p.add_argument("--input-size", type=image_size, default=None,
                    help="network input side in pixels (default: the checkpoint's export size, 416 for the "
                         "shipped model: one whole 400x400 tree tile per input)")  # fmt: skip
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images/tiles")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images/tiles")
     p.add_argument("--auc", action="store_true", help="area-under-curve AP instead of VOC07 11-point")
     p.add_argument("--plots", default=None, metavar="DIR", help="write a PR curve and example detections here")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 

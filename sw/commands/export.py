@@ -7,6 +7,8 @@ import sys
 
 import torch
 
+from convforge.sw.argtypes import bounded_int, image_size, non_negative_int, positive_int
+
 NAME = "export"
 HELP = "export a quantised CoDeNet to a QGraph (integer graph)"
 DESCRIPTION = (
@@ -21,12 +23,15 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="tiny", help="CoDeNet config (a, b, c, d, e, tiny) when no checkpoint")
     p.add_argument("--checkpoint", help="checkpoint written by `convforge train` (optional)")
-    p.add_argument("--classes", type=int, default=20, help="object classes when no checkpoint")
-    p.add_argument("--input", type=int, nargs=2, metavar=("H", "W"), help="image size (default: the config's)")
+    p.add_argument("--classes", type=positive_int, default=20, help="object classes when no checkpoint")
+    p.add_argument("--input", type=image_size, nargs=2, metavar=("H", "W"), help="image size (default: the config's)")
     p.add_argument("--out", required=True, help="output path (PATH.json and PATH.npz are written)")
-    p.add_argument("--calib-batches", type=int, default=4, help="random calibration batches (untrained/float models)")
-    p.add_argument("--acc-bits", type=int, default=32, help="accumulator width every layer must fit")
-    p.add_argument("--seed", type=int, default=0, help="seed of the untrained weights and calibration images")
+    p.add_argument("--calib-batches", type=positive_int, default=4,
+                   help="random calibration batches (untrained/float models)")
+    p.add_argument("--acc-bits", type=bounded_int(8, 63, "the reference accumulates in int64"), default=32,
+                   help="accumulator width every layer must fit")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the untrained weights and calibration images")
 
 
 def _random_batches(count: int, hw: tuple[int, int], seed: int):

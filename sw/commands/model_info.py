@@ -7,6 +7,7 @@ import argparse
 import json
 
 from convforge.errors import ConfigError
+from convforge.sw.argtypes import image_size, positive_float, positive_int
 
 NAME = "model-info"
 HELP = "parameters and multiply-accumulates of a CoDeNet config, MobileNetV2 or a MobileNetV2 detector"
@@ -26,10 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model family: codenet, mobilenetv2 (ImageNet classifier), mobilenetv2-det (detector)")
     p.add_argument("--config", default=None,
                    help="codenet: a, b, c, d, e, tiny or 'all' (default a); mobilenetv2-det: mbv2-trees or mbv2-s32")
-    p.add_argument("--width", type=float, default=1.0, help="MobileNetV2 width multiplier (1.0, 0.75, 0.5, 0.35)")
-    p.add_argument("--classes", type=int, default=None,
+    p.add_argument("--width", type=positive_float, default=1.0,
+                   help="MobileNetV2 width multiplier (1.0, 0.75, 0.5, 0.35)")
+    p.add_argument("--classes", type=positive_int, default=None,
                    help="object classes (heatmap channels; default 20) or, for mobilenetv2, ImageNet classes (1000)")
-    p.add_argument("--input", type=int, nargs="+", metavar="SIZE",
+    p.add_argument("--input", type=image_size, nargs="+", metavar="SIZE",
                    help="input size: one side (square) or H W; default: the config's (224 for mobilenetv2)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from convforge.sw.argtypes import non_negative_int, positive_int, probability
+
 NAME = "sim"
 HELP = "run the RTL units' random bit-exact cocotb regressions"
 DESCRIPTION = (
@@ -18,24 +20,21 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unit", default="all", help="unit name (see hw/rtl/units.py) or 'all'")
     p.add_argument("--simulator", default="verilator", choices=["verilator", "icarus"])
-    p.add_argument("--seed", type=int, default=0, help="random seed of the cases and flow control")
-    p.add_argument("--cases", type=int, default=20, help="random cases per unit")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the cases and flow control")
+    p.add_argument("--cases", type=positive_int, default=20, help="random cases per unit")
     p.add_argument("--board", help="use this board's engine instead of the small test engine")
     p.add_argument("--config", type=Path, help="use this EngineConfig TOML file")
-    p.add_argument("--gap", type=float, default=0.3, help="probability of an input valid gap")
-    p.add_argument("--stall", type=float, default=0.3, help="probability of output back-pressure")
+    p.add_argument("--gap", type=probability, default=0.3, help="probability of an input valid gap")
+    p.add_argument("--stall", type=probability, default=0.3, help="probability of output back-pressure")
 
 
 def run(args: argparse.Namespace) -> int:
-    from convforge.errors import ConfigError
     from convforge.hw.config import EngineConfig
     from convforge.hw.rtl.units import UNITS, get_unit
     from convforge.sim.regress import TEST_CONFIG, run_unit_regression
     from convforge.sim.tools import ensure_simulator
     from convforge.sw.commands.rtl import resolve_config
 
-    if args.cases < 1:
-        raise ConfigError(f"--cases {args.cases}: must be at least 1")
     ensure_simulator(args.simulator)
     if args.config is not None:
         cfg = EngineConfig.from_toml(args.config)

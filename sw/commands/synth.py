@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from convforge.errors import ConvforgeError, SimulationError
+from convforge.sw.argtypes import positive_int
 from convforge.sw.commands.rtl import add_board_config_arguments, resolve_config
 
 NAME = "synth"
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON report only")
     p.add_argument("--work", type=Path, default=Path("build/synth"),
                    help="work directory (Verilog, logs, cached results)")
-    p.add_argument("--jobs", type=int, default=1, help="units synthesised in parallel")
+    p.add_argument("--jobs", type=positive_int, default=1, help="units synthesised in parallel")
 
 
 def yosys_script(verilog: Path, top: str, family: str, stat_json: Path) -> str:

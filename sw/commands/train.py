@@ -6,6 +6,14 @@ import argparse
 import json
 
 from convforge.models.train.trainer import PHASES, TrainConfig
+from convforge.sw.argtypes import (
+    bounded_int,
+    fraction,
+    image_size,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 NAME = "train"
 HELP = "train a detector (MobileNetV2 or CoDeNet): float, then W4A8 quantisation-aware fine-tuning, then QGraph export"
@@ -19,6 +27,10 @@ DESCRIPTION = (
 )
 
 
+#: Weight widths the QGraph accepts (INTEGER_SPEC §2; models/quant/validate.py W_BITS_RANGE).
+_W_BITS = bounded_int(2, 8, "weight bits")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--data", default=d.data, help="training data spec: trees:train or voc:/path/to/VOCdevkit")
@@ -26,30 +38,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", dest="model", default=d.model,
                    help="model config: mbv2-trees / mbv2-s32 (MobileNetV2 detector, stride-16 / stride-32 "
                    "backbone), trees (narrow CoDeNet, CPU-sized), tiny, or a published CoDeNet a-e")
-    p.add_argument("--width", type=float, default=None, help="channel width multiplier on the config")
-    p.add_argument("--input-size", type=int, default=d.input_size, help="training input side in pixels")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--epochs", dest="float_epochs", type=int, default=d.float_epochs, help="float epochs")
-    p.add_argument("--qat-epochs", type=int, default=d.qat_epochs, help="QAT fine-tuning epochs")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate of the float phase")
-    p.add_argument("--qat-lr", type=float, default=d.qat_lr, help="peak learning rate of the QAT phase")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+    p.add_argument("--width", type=positive_float, default=None, help="channel width multiplier on the config")
+    p.add_argument("--input-size", type=image_size, default=d.input_size, help="training input side in pixels")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    p.add_argument("--epochs", dest="float_epochs", type=non_negative_int, default=d.float_epochs, help="float epochs")
+    p.add_argument("--qat-epochs", type=non_negative_int, default=d.qat_epochs, help="QAT fine-tuning epochs")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="peak AdamW learning rate of the float phase")
+    p.add_argument("--qat-lr", type=positive_float, default=d.qat_lr, help="peak learning rate of the QAT phase")
+    p.add_argument("--val-fraction", type=fraction, default=d.val_fraction,
                    help="share of the training data held out for validation (0: none)")
-    p.add_argument("--val-every", type=int, default=d.val_every, help="validate every N epochs")
-    p.add_argument("--export-size", type=int, default=d.export_size,
+    p.add_argument("--val-every", type=positive_int, default=d.val_every, help="validate every N epochs")
+    p.add_argument("--export-size", type=image_size, default=d.export_size,
                    help="QGraph input side in pixels (416 holds a whole 400x400 tree tile)")
-    p.add_argument("--w-bits", type=int, default=d.w_bits)
-    p.add_argument("--first-w-bits", type=int, default=d.first_w_bits)
-    p.add_argument("--dw-w-bits", type=int, default=None,
+    p.add_argument("--w-bits", type=_W_BITS, default=d.w_bits)
+    p.add_argument("--first-w-bits", type=_W_BITS, default=d.first_w_bits)
+    p.add_argument("--dw-w-bits", type=_W_BITS, default=None,
                    help="weight bits of the depthwise layers (default: --w-bits); recorded per layer in the QGraph")
     p.add_argument("--init", default=d.init, choices=("auto", "imagenet", "random"),
                    help="backbone initialisation: auto = ImageNet weights for MobileNetV2, random for CoDeNet")
-    p.add_argument("--calib-batches", type=int, default=d.calib_batches)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads,
+    p.add_argument("--calib-batches", type=positive_int, default=d.calib_batches)
+    p.add_argument("--seed", type=non_negative_int, default=d.seed)
+    p.add_argument("--threads", type=positive_int, default=d.threads,
                    help="torch CPU threads (more than the free cores slows training down badly)")
     p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
-    p.add_argument("--limit", type=int, default=None, help="use only N training/validation views (smoke runs)")
+    p.add_argument("--limit", type=positive_int, default=None, help="use only N training/validation views (smoke runs)")
     p.add_argument("--phase", choices=PHASES, action="append",
                    help="run only this phase (repeatable); default: float, qat, export")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")

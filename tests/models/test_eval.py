@@ -167,19 +167,21 @@ def test_evaluate_samples_converts_pixel_edges():
 
 
 def _peak_oracle(q: np.ndarray, k: int) -> list[tuple[int, int, int]]:
-    """Loop reference of INTEGER_SPEC §5 on one image's (C, H, W) integer heatmap."""
+    """Loop reference of INTEGER_SPEC v1.1 §5 on one image's (C, H, W) integer heatmap:
+    a peak is >= every neighbour and > every neighbour before it in raster order."""
     c, h, w = q.shape
     cand = []
     for ci in range(c):
         for y in range(h):
             for x in range(w):
-                neigh = [
-                    q[ci, yy, xx]
+                v = int(q[ci, y, x])
+                ok = all(
+                    (v > int(q[ci, yy, xx])) if (yy, xx) < (y, x) else (v >= int(q[ci, yy, xx]))
                     for yy in range(y - 1, y + 2)
                     for xx in range(x - 1, x + 2)
-                    if 0 <= yy < h and 0 <= xx < w
-                ]
-                if q[ci, y, x] == max(neigh):
+                    if 0 <= yy < h and 0 <= xx < w and (yy, xx) != (y, x)
+                )
+                if ok:
                     cand.append((-int(q[ci, y, x]), (ci * h + y) * w + x, (ci, y, x)))
     cand.sort()
     return [c[2] for c in cand[:k]]
@@ -192,7 +194,7 @@ def _positions(det: Detections, down: int) -> list[tuple[int, int, int]]:
 
 def test_decode_int_peaks_and_ties_match_loop_oracle():
     gen = torch.Generator().manual_seed(3)
-    # Values from a tiny range: many plateaus (equal neighbours are all peaks) and ties.
+    # Values from a tiny range: many plateaus (one peak each, v1.1) and ties.
     hm = torch.randint(-3, 4, (2, 3, 7, 9), generator=gen, dtype=torch.int64).to(torch.int8)
     zeros = torch.zeros(2, 2, 7, 9, dtype=torch.int8)
     for k in (1, 5, 40, 1000):

@@ -295,9 +295,9 @@ def small_graph(h=8, w=10, seed=0) -> QGraph:
     T = TensorType
     tensors = {
         "image": T((3, h, w)), "stem": T((8, h2, w2)), "a": T((4, h2, w2)), "b": T((4, h2, w2)),
-        "dmap": T((1, h2, w2)), "sq": T((4, h2, w2), signed=True), "cat": T((8, h2, w2), signed=True),
-        "shuf": T((8, h2, w2), signed=True), "pool": T((8, (h2 - 1) // 2 + 1, (w2 - 1) // 2 + 1), signed=True),
-        "up": T((8, 2 * ((h2 - 1) // 2 + 1), 2 * ((w2 - 1) // 2 + 1)), signed=True),
+        "dmap": T((1, h2, w2)), "sq": T((4, h2, w2)), "cat": T((8, h2, w2)),
+        "shuf": T((8, h2, w2)), "pool": T((8, (h2 - 1) // 2 + 1, (w2 - 1) // 2 + 1)),
+        "up": T((8, 2 * ((h2 - 1) // 2 + 1), 2 * ((w2 - 1) // 2 + 1))),
         "offs": T((18, h2, w2), signed=True), "bil": T((8, h2, w2)), "sum": T((8, h2, w2), signed=True),
         "hm": T((2, h2, w2), signed=True),
     }
@@ -306,7 +306,7 @@ def small_graph(h=8, w=10, seed=0) -> QGraph:
         Layer("split", "split", ["stem"], ["a", "b"], {"sizes": [4, 4]}),
         conv("dil", "b", "dmap", 4, 1, lo=0, hi=8),
         Layer("sq", "square_deform_dw", ["b", "dmap"], ["sq"],
-              {"stride": 1, "d_max": 8, "w_bits": 4, "lo": -128, "hi": 127},
+              {"stride": 1, "d_max": 8, "w_bits": 4, "lo": 0, "hi": 255},  # concat with "a": one type
               {"weight": rng.integers(-7, 8, size=(4, 1, 3, 3)), "bias": rng.integers(-99, 99, size=4),
                "M": rng.integers(2**14, 2**15, size=4), "S": np.full(4, 16)}),
         Layer("cat", "concat", ["a", "sq"], ["cat"]),

@@ -24,9 +24,6 @@ from convforge.hw.rtl.units import get_unit
 from convforge.models.quant.intops import rshift_round, sat
 from convforge.sim.regress import TEST_CONFIG
 from convforge.sim.tb_depthwise import make_case, measure_throughput, regress
-from convforge.sim.tools import available_simulators
-
-needs_verilator = pytest.mark.skipif("verilator" not in available_simulators(), reason="Verilator not installed")
 
 
 def _loop_reference(cfg: EngineConfig, case: dict) -> np.ndarray:
@@ -140,7 +137,7 @@ def test_unit_is_registered_and_elaborates_for_each_mode_subset():
     assert line_buffer_rows(EngineConfig()) == 8 + 9 + 3  # D_max 8 / R+1, R+2 with R = 7
 
 
-@needs_verilator
+@pytest.mark.simulator("verilator")
 def test_rtl_bit_exact_random_cases_with_gaps_and_backpressure():
     """INTEGER_SPEC §7 cases of all three modes: random valid gaps on every input stream,
     random back-pressure on the output; every output integer compared."""
@@ -151,7 +148,7 @@ def test_rtl_bit_exact_random_cases_with_gaps_and_backpressure():
         "cases_regular": 15, "cases_square": 15, "cases_bilinear": 15}
 
 
-@needs_verilator
+@pytest.mark.simulator("verilator")
 def test_rtl_throughput_one_vector_per_cycle_regular_and_square():
     figures = measure_throughput(TEST_CONFIG)
     for mode in ("regular", "square", "bilinear"):

@@ -64,6 +64,7 @@ def add_offset(tmp_path_factory):
     return build_design("infra_add_offset", component_factory=AddOffset)
 
 
+@pytest.mark.simulator("verilator")
 def test_player_random_gaps_and_backpressure_are_bit_exact(add_offset):
     rng = random.Random(7)
     vecs = [[rng.randint(-256, 255) for _ in range(3)] for _ in range(80)]
@@ -86,6 +87,7 @@ def test_player_random_gaps_and_backpressure_are_bit_exact(add_offset):
     assert fast.ok and fast.cycles[0] <= len(vecs) + 2
 
 
+@pytest.mark.simulator("verilator")
 def test_mismatch_fails_and_leaves_waveform(add_offset):
     phase = Phase("wrong", signals={"k": 1}, inputs={"i": [pack(LANES, [1, 2, 3])]},
                   outputs={"o": 1}, expect={"o": [pack(LANES, [1, 2, 3])]})
@@ -96,6 +98,7 @@ def test_mismatch_fails_and_leaves_waveform(add_offset):
     assert "waveform" in res.tb.summary()
 
 
+@pytest.mark.simulator("verilator")
 def test_build_is_cached(add_offset):
     again = build_design("infra_add_offset", verilog_text=add_offset.verilog_path.read_text())
     assert again.build_dir == add_offset.build_dir
@@ -114,6 +117,7 @@ class SubOffset(AddOffset):
         return m
 
 
+@pytest.mark.simulator("verilator")
 def test_two_designs_under_one_name_never_share_a_build(add_offset):
     """Regression: the memo used to key every factory build on the constant "factory"."""
     other = build_design("infra_add_offset", component_factory=SubOffset)

@@ -6,11 +6,13 @@ from convforge.hw.config import EngineConfig
 from convforge.sim.regress import TEST_CONFIG, run_unit_regression
 
 
+@pytest.mark.simulator("verilator")
 def test_requant_random_cases_bit_exact_with_gaps_and_backpressure():
     res = run_unit_regression("requant", TEST_CONFIG, seed=11, cases=40)
     assert res.ok and res.passed == 40, res.summary()
 
 
+@pytest.mark.simulator("verilator")
 @pytest.mark.slow
 def test_requant_narrow_accumulator_bit_exact():
     cfg = EngineConfig(pe_ci=4, pe_co=3, dw_lanes=4, line_width=32, acc_bits=20)
@@ -18,6 +20,7 @@ def test_requant_narrow_accumulator_bit_exact():
     assert res.ok and res.passed == 15, res.summary()
 
 
+@pytest.mark.simulator("verilator")
 def test_requant_regression_reports_seed_shapes_and_waveform_on_mismatch(monkeypatch):
     from convforge.sim import regress_requant
 

@@ -5,6 +5,7 @@ import pytest
 from convforge.sw.cli import main
 
 
+@pytest.mark.simulator("verilator")
 def test_sim_cli_ends_with_pass_fail_line(capsys):
     rc = main(["sim", "--unit", "residual_add", "--seed", "5", "--cases", "4"])
     lines = capsys.readouterr().out.strip().splitlines()
