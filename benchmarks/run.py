@@ -70,8 +70,9 @@ def zoo_model_figures(name: str, data: str = "trees:test") -> dict:
     size and cost. The int backend runs the shipped QGraph."""
     from convforge.models.data import get_dataset
     from convforge.models.nets import count_params_macs
+    from convforge.models.quant.qgraph import QGraph
     from convforge.models.train.checkpoint import load_checkpoint
-    from convforge.models.train.evaluate import evaluate
+    from convforge.models.train.evaluate import predict_float, predict_int, score
     from convforge.models.train.inference import load_for_backend
     from convforge.models.train.zoo import get_model
 
@@ -83,14 +84,15 @@ def zoo_model_figures(name: str, data: str = "trees:test") -> dict:
         loaded = load_for_backend(zoo.checkpoint, backend)
         dataset = get_dataset(data, train=False, input_size=loaded.input_size)
         t = time.perf_counter()
-        res = evaluate(loaded.target, dataset, backend)
-        row = {"ap50": float(res.ap50), "seconds": time.perf_counter() - t, "per_image": {}}
-        all_views = list(dataset.views)
-        for view in all_views:
-            dataset.views = [view]
-            image_id = dataset[0].image_id
-            row["per_image"][image_id] = float(evaluate(loaded.target, dataset, backend).ap50)
-        dataset.views = all_views
+        if isinstance(loaded.target, QGraph):
+            dets, samples = predict_int(loaded.target, dataset)
+        else:
+            dets, samples = predict_float(loaded.target, dataset)
+        row = {"ap50": float(score(dets, samples, dataset.num_classes, backend).ap50),
+               "seconds": time.perf_counter() - t, "per_image": {}}  # fmt: skip
+        for sample in samples:
+            one = score({sample.image_id: dets[sample.image_id]}, [sample], dataset.num_classes, backend)
+            row["per_image"][sample.image_id] = float(one.ap50)
         out[backend] = row
         if backend == "float":
             out["input_size"] = loaded.input_size

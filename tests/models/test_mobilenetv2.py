@@ -270,3 +270,21 @@ def test_zoo_names_the_default_and_keeps_the_codenet_reference():
     assert zoo.default_checkpoint() == zoo.default_model().checkpoint
     with pytest.raises(ConfigError, match="no shipped model named 'nope'; choose one of"):
         zoo.get_model("nope")
+
+
+def test_shipped_mobilenetv2_model_files():
+    from convforge.models.train.checkpoint import load_checkpoint
+    from convforge.models.train.zoo import MBV2_NAME, get_model
+
+    model = get_model(MBV2_NAME)
+    assert model.checkpoint.stat().st_size <= 5_000_000  # issue 12: <= 5 MB
+    doc = load_checkpoint(model.checkpoint)
+    assert doc["model"]["config"]["family"] == "mobilenetv2" and doc["phase"] == "qat"
+    assert "float_state_dict" in doc and "optimizer" not in doc and doc["qgraph"] == model.qgraph.name
+    assert [r["phase"] for r in doc["history"]][0] == "float" and doc["history"][-1]["phase"] == "qat"
+    graph = QGraph.load(model.qgraph)
+    ops = [layer.op for layer in graph.layers]
+    assert ops.count("add") == 12 and ops.count("square_deform_dw") == 3
+    assert graph.meta["model"] == "MobileNetV2" and graph.tensors[graph.input].shape == (3, 416, 416)
+    assert {layer.attrs["w_bits"] for layer in graph.layers if layer.op == "conv"} <= {4, 8}
+    assert model.card.read_text().startswith("# mbv2_trees_w4a8")
