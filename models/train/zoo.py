@@ -23,7 +23,7 @@ CODENET_NAME = "codenet_trees_w4a8"
 #: MobileNetV2 (ImageNet initialisation) + CoDeNet decoder + CenterNet heads.
 MBV2_NAME = "mbv2_trees_w4a8"
 #: What tools use when no model is named.
-DEFAULT_NAME = CODENET_NAME
+DEFAULT_NAME = MBV2_NAME
 #: Backwards-compatible alias of :data:`DEFAULT_NAME`.
 SHIPPED_NAME = DEFAULT_NAME
 
