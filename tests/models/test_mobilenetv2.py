@@ -284,7 +284,7 @@ def test_shipped_mobilenetv2_model_files():
     assert [r["phase"] for r in doc["history"]][0] == "float" and doc["history"][-1]["phase"] == "qat"
     graph = QGraph.load(model.qgraph)
     ops = [layer.op for layer in graph.layers]
-    assert ops.count("add") == 12 and ops.count("square_deform_dw") == 3
+    assert ops.count("add") == 10 and ops.count("square_deform_dw") == 3  # 8 residual + 2 skips
     assert graph.meta["model"] == "MobileNetV2" and graph.tensors[graph.input].shape == (3, 416, 416)
     assert {layer.attrs["w_bits"] for layer in graph.layers if layer.op == "conv"} <= {4, 8}
     assert model.card.read_text().startswith("# mbv2_trees_w4a8")
