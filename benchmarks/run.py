@@ -49,6 +49,66 @@ def bench_model_info() -> dict:
     return rows
 
 
+def bench_mobilenetv2() -> dict:
+    """MobileNetV2 classifier at each width (224x224, 1000 classes) against the paper, and the
+    shipped detector configs at their training input."""
+    from convforge.models.nets import MBV2_CONFIGS, MobileNetV2, build_mobilenetv2_det, count_params_macs
+
+    rows: dict = {}
+    for width in (1.0, 0.75, 0.5, 0.35):
+        rows[f"classifier@{width:g}"] = count_params_macs(MobileNetV2(width), (224, 224))
+    rows["classifier@1"]["params_vs_torchvision"] = rows["classifier@1"]["params"] / 3_504_872 - 1
+    rows["classifier@1"]["conv_macs_vs_paper"] = rows["classifier@1"]["conv_macs"] / 300e6 - 1
+    for name, cfg in MBV2_CONFIGS.items():
+        rows[name] = count_params_macs(build_mobilenetv2_det(name, num_classes=1), tuple(cfg.input_size))
+    return rows
+
+
+def zoo_model_figures(name: str, data: str = "trees:test") -> dict:
+    """AP50 (VOC07 11-point) of a shipped model with the float, QAT and integer backends on
+    ``data``, overall and per image (the tree test split has one image per site), plus its
+    size and cost. The int backend runs the shipped QGraph."""
+    from convforge.models.data import get_dataset
+    from convforge.models.nets import count_params_macs
+    from convforge.models.quant.qgraph import QGraph
+    from convforge.models.train.checkpoint import load_checkpoint
+    from convforge.models.train.evaluate import predict_float, predict_int, score
+    from convforge.models.train.inference import load_for_backend
+    from convforge.models.train.zoo import get_model
+
+    zoo = get_model(name)
+    doc = load_checkpoint(zoo.checkpoint)
+    train_size = int(doc["train"]["input_size"])
+    out: dict = {"checkpoint_bytes": zoo.checkpoint.stat().st_size, "training_wall_s": doc.get("wall_s")}
+    for backend in ("float", "qat", "int"):
+        loaded = load_for_backend(zoo.checkpoint, backend)
+        dataset = get_dataset(data, train=False, input_size=loaded.input_size)
+        t = time.perf_counter()
+        if isinstance(loaded.target, QGraph):
+            dets, samples = predict_int(loaded.target, dataset)
+        else:
+            dets, samples = predict_float(loaded.target, dataset)
+        row = {"ap50": float(score(dets, samples, dataset.num_classes, backend).ap50),
+               "seconds": time.perf_counter() - t, "per_image": {}}  # fmt: skip
+        for sample in samples:
+            one = score({sample.image_id: dets[sample.image_id]}, [sample], dataset.num_classes, backend)
+            row["per_image"][sample.image_id] = float(one.ap50)
+        out[backend] = row
+        if backend == "float":
+            out["input_size"] = loaded.input_size
+            out["at_export_size"] = count_params_macs(loaded.target, (loaded.input_size, loaded.input_size))
+            out["at_train_size"] = count_params_macs(loaded.target, (train_size, train_size))
+    out["float_minus_int"] = out["float"]["ap50"] - out["int"]["ap50"]
+    return out
+
+
+def bench_zoo_models() -> dict:
+    """:func:`zoo_model_figures` for every shipped model (the default first)."""
+    from convforge.models.train.zoo import model_names
+
+    return {name: zoo_model_figures(name) for name in model_names()}
+
+
 def _exported(config: str, num_classes: int = 20):
     from convforge.models.quant.export import calibrated_codenet
 
@@ -359,6 +419,8 @@ def bench_hls() -> dict:
 
 BENCHMARKS: dict[str, Callable[[], dict]] = {
     "model_info": bench_model_info,
+    "mobilenetv2": bench_mobilenetv2,
+    "zoo_models": bench_zoo_models,
     "integer_reference": bench_integer_reference,
     "deform_ops": bench_deform_ops,
     "rtl_throughput": bench_rtl_throughput,

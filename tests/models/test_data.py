@@ -142,7 +142,8 @@ def test_augmentation_moves_boxes_with_the_pixels():
     boxes = np.array([[40, 50, 90, 120], [150, 160, 230, 200], [200, 30, 260, 80]], np.float32)
     for x1, y1, x2, y2 in boxes.astype(int):
         img[y1:y2, x1:x2] = 255
-    aug = Augment(scale_range=(0.7, 1.4), shift=0.2, hflip=True, vflip=True, brightness=0, contrast=0, saturation=0)
+    aug = Augment(scale_range=(0.7, 1.4), shift=0.2, hflip=True, vflip=True, transpose=True, brightness=0,
+                  contrast=0, saturation=0)  # fmt: skip
     checked = 0
     for seed in range(12):
         out, b, _, _ = aug.apply(img, boxes, (0.0, 0.0, 300.0), 128, np.random.default_rng(seed))
@@ -157,6 +158,22 @@ def test_augmentation_moves_boxes_with_the_pixels():
                     assert col.max() < 60
             checked += 1
     assert checked > 10
+
+
+def test_transpose_swaps_the_axes_of_pixels_and_boxes():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    boxes = np.array([[5, 10, 20, 40]], np.float32)
+    aug = Augment(scale_range=(1, 1), shift=0, hflip=False, vflip=False, transpose=True, brightness=0,
+                  contrast=0, saturation=0)  # fmt: skip
+    seen = set()
+    for seed in range(8):
+        out, b, _, _ = aug.apply(img, boxes, (0.0, 0.0, 64.0), 64, np.random.default_rng(seed))
+        swapped = np.array_equal(out, img.transpose(1, 0, 2))
+        assert swapped or np.array_equal(out, img)
+        np.testing.assert_allclose(b, [[10, 5, 40, 20]] if swapped else boxes, atol=1e-4)
+        seen.add(swapped)
+    assert seen == {True, False}
 
 
 def test_training_views_are_seeded_and_epoch_dependent(voc_root):

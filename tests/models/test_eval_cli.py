@@ -25,7 +25,7 @@ def _eval_json(capsys, *argv: str) -> dict:
 def test_shipped_model_files_are_consistent():
     doc = load_checkpoint(default_checkpoint())
     assert doc["phase"] == "qat" and "float_state_dict" in doc and "optimizer" not in doc
-    assert default_checkpoint().stat().st_size <= 3 * 1024 * 1024
+    assert default_checkpoint().stat().st_size <= 5_000_000  # issue 12: a shipped checkpoint is <= 5 MB
     graph = QGraph.load(default_qgraph())
     assert doc["qgraph"] == default_qgraph().name
     assert graph.tensors[graph.input].shape == (3, doc["train"]["export_size"], doc["train"]["export_size"])

@@ -243,3 +243,48 @@ def test_model_info_reports_the_published_mobilenetv2(capsys):
     assert abs(info["conv_macs"] / 300e6 - 1) < 0.03
     assert command.run(parser.parse_args(["--model", "mobilenetv2-det", "--input", "256"])) == 0
     assert "mbv2-trees at 256x256" in capsys.readouterr().out
+
+
+def test_imagenet_init_is_refused_where_no_weights_exist(tmp_path):
+    from convforge.models.train.trainer import TrainConfig, Trainer
+
+    with pytest.raises(ConfigError, match="--init"):
+        Trainer(TrainConfig(out=str(tmp_path), init="imagenet-ish"))
+    trainer = Trainer(TrainConfig(out=str(tmp_path), model="tiny", init="imagenet", limit=1), log=lambda m: None)
+    spec = ModelSpec(resolve_config("tiny"), 1, ["tree"])
+    with pytest.raises(ConfigError, match="no ImageNet weights ship for the 'tiny' CoDeNet"):
+        trainer._initialise(spec.build(), spec)
+    mbv2 = ModelSpec(resolve_config("mbv2-trees", width=0.5), 1, ["tree"])
+    with pytest.raises(ConfigError, match="width 1.0, not 0.5"):
+        trainer._initialise(mbv2.build(), mbv2)
+
+
+def test_zoo_names_the_default_and_keeps_the_codenet_reference():
+    from convforge.models.train import zoo
+
+    names = zoo.model_names()
+    assert names[0] == zoo.DEFAULT_NAME and set(names) == {zoo.MBV2_NAME, zoo.CODENET_NAME}
+    codenet = zoo.get_model(zoo.CODENET_NAME)
+    assert codenet.checkpoint.name == "codenet_trees_w4a8.pt" and codenet.qgraph.name == "codenet_trees_w4a8.json"
+    assert codenet.card.is_file()
+    assert zoo.default_checkpoint() == zoo.default_model().checkpoint
+    with pytest.raises(ConfigError, match="no shipped model named 'nope'; choose one of"):
+        zoo.get_model("nope")
+
+
+def test_shipped_mobilenetv2_model_files():
+    from convforge.models.train.checkpoint import load_checkpoint
+    from convforge.models.train.zoo import MBV2_NAME, get_model
+
+    model = get_model(MBV2_NAME)
+    assert model.checkpoint.stat().st_size <= 5_000_000  # issue 12: <= 5 MB
+    doc = load_checkpoint(model.checkpoint)
+    assert doc["model"]["config"]["family"] == "mobilenetv2" and doc["phase"] == "qat"
+    assert "float_state_dict" in doc and "optimizer" not in doc and doc["qgraph"] == model.qgraph.name
+    assert [r["phase"] for r in doc["history"]][0] == "float" and doc["history"][-1]["phase"] == "qat"
+    graph = QGraph.load(model.qgraph)
+    ops = [layer.op for layer in graph.layers]
+    assert ops.count("add") == 10 and ops.count("square_deform_dw") == 3  # 8 residual + 2 skips
+    assert graph.meta["model"] == "MobileNetV2" and graph.tensors[graph.input].shape == (3, 416, 416)
+    assert {layer.attrs["w_bits"] for layer in graph.layers if layer.op == "conv"} <= {4, 8}
+    assert model.card.read_text().startswith("# mbv2_trees_w4a8")
