@@ -258,9 +258,14 @@ class Engine(wiring.Component):
 
         radd_rst = Signal()
         m.submodules.radd = radd = ResetInserter(radd_rst)(ResidualAdd(cfg, lanes=1))
-        m.d.comb += [radd.a_signed.eq(desc.src.signed), radd.b_signed.eq(desc.src2.signed),
-                     radd.ma.eq(desc.add_ma), radd.mb.eq(desc.add_mb), radd.s.eq(desc.add_s),
-                     radd.lo.eq(desc.lo), radd.hi.eq(desc.hi)]
+        # The unit latches its descriptor (unit contract) on the first cycle after each reset
+        # (radd_rst in SEQ); the controller counts the vector pairs itself, so the unit's own
+        # count is left open-ended and its `done` is not used.
+        radd_desc = radd.desc.payload
+        m.d.comb += [radd.desc.valid.eq(1), radd_desc.count.eq(0xFFFF_FFFF),
+                     radd_desc.a_signed.eq(desc.src.signed), radd_desc.b_signed.eq(desc.src2.signed),
+                     radd_desc.ma.eq(desc.add_ma), radd_desc.mb.eq(desc.add_mb), radd_desc.s.eq(desc.add_s),
+                     radd_desc.lo.eq(desc.lo), radd_desc.hi.eq(desc.hi)]
 
         # -- the current move: one span of one operand --------------------------------------------
         oy, ox = Signal(16), Signal(16)
@@ -647,8 +652,9 @@ class Engine(wiring.Component):
             with state("DWRQ"):
                 # requant every channel's accumulator into B
                 m.d.comb += [acc_rd.addr.eq(feed), dw_rd.addr.eq(feed),
-                             requant.i.payload[0].acc.eq(acc_rd.data), requant.i.payload[0].bias.eq(dw_word.bias),
-                             requant.i.payload[0].m.eq(dw_word.m), requant.i.payload[0].s.eq(dw_word.s),
+                             requant.i.payload[0].acc.eq(acc_rd.data),
+                             requant.i.payload[0].requant.bias.eq(dw_word.bias),
+                             requant.i.payload[0].requant.m.eq(dw_word.m), requant.i.payload[0].requant.s.eq(dw_word.s),
                              requant.i.valid.eq(feed < ci)]
                 with m.If(requant.i.valid & requant.i.ready):
                     m.d.sync += feed.eq(feed + 1)
@@ -698,8 +704,8 @@ class Engine(wiring.Component):
                 total = Signal(signed(cfg.acc_bits))
                 m.d.comb += total.eq(acc + x_r * wval)
                 rq = data.View(rq_layout, rq_rd.data)
-                m.d.comb += [requant.i.payload[0].acc.eq(total), requant.i.payload[0].bias.eq(rq.bias),
-                             requant.i.payload[0].m.eq(rq.m), requant.i.payload[0].s.eq(rq.s)]
+                m.d.comb += [requant.i.payload[0].acc.eq(total), requant.i.payload[0].requant.bias.eq(rq.bias),
+                             requant.i.payload[0].requant.m.eq(rq.m), requant.i.payload[0].requant.s.eq(rq.s)]
                 with m.If(v1):
                     with m.If(last1):
                         m.d.comb += requant.i.valid.eq(1)

@@ -7,8 +7,8 @@ import shutil
 import time
 from pathlib import Path
 
-from convforge.errors import ConfigError
 from convforge.hw.hls import DEFAULT_CLOCK_NS, DEFAULT_PART
+from convforge.sw.argtypes import non_negative_int, positive_float, positive_int
 
 NAME = "hls"
 HELP = "generate the Vitis HLS project of a QGraph with hls4ml (+ bit-exact C simulation)"
@@ -31,12 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csim", action="store_true", help="C-simulate with g++ and check every layer bit-exactly")
     p.add_argument("--synth", action="store_true", help="run (or print the command of) Vitis HLS C synthesis")
     p.add_argument("--part", default=DEFAULT_PART, help="FPGA part (the default is the Ultra96-V2's)")
-    p.add_argument("--clock", type=float, default=DEFAULT_CLOCK_NS, help="clock period in ns")
+    p.add_argument("--clock", type=positive_float, default=DEFAULT_CLOCK_NS, help="clock period in ns")
     p.add_argument("--strategy", default="Latency", choices=["Latency", "Resource"],
                    help="hls4ml strategy of its Conv2D/DepthwiseConv2D (Resource shares multipliers)")
-    p.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor (cycles per multiplier)")
-    p.add_argument("--images", type=int, default=1, help="random uint8 frames for --csim")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --csim frames")
+    p.add_argument("--reuse-factor", type=positive_int, default=1, help="hls4ml reuse factor (cycles per multiplier)")
+    p.add_argument("--images", type=positive_int, default=1, help="random uint8 frames for --csim")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the --csim frames")
     p.add_argument("--opt", default="-O1", choices=["-O0", "-O1", "-O2", "-O3"], help="g++ optimisation for --csim")
 
 
@@ -46,10 +46,6 @@ def run(args: argparse.Namespace) -> int:
     from convforge.hw.hls.project import run_synth, synth_plan, write_project
     from convforge.models.quant.qgraph import QGraph
 
-    if args.images < 1:
-        raise ConfigError(f"--images {args.images}: need at least one frame")
-    if args.clock <= 0:
-        raise ConfigError(f"--clock {args.clock}: the clock period must be positive (ns)")
     graph = QGraph.load(args.qgraph)
     t0 = time.perf_counter()
     model_spec = write_project(graph, args.out, args.part, args.clock, args.strategy, args.reuse_factor)

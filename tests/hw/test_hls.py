@@ -26,14 +26,19 @@ N_IMAGES = 16
 
 
 def _grouped_graph(groups: int = 2, dilation: int = 1) -> QGraph:
-    t = {"image": TensorType((4, 6, 6)), "y": TensorType((4, 6, 6))}
+    """uint8 RGB image -> 1x1 stem to 4 channels -> a 3x3 conv with ``groups``/``dilation``."""
+    t = {"image": TensorType((3, 6, 6)), "x": TensorType((4, 6, 6)), "y": TensorType((4, 6, 6))}
+    requant = {"bias": np.zeros(4, dtype=np.int64), "M": np.full(4, 1 << 14), "S": np.full(4, 20)}
+    stem = Layer("stem", "conv", ["image"], ["x"],
+                 {"kernel": [1, 1], "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": 1,
+                  "w_bits": 4, "lo": 0, "hi": 255},
+                 {"weight": np.ones((4, 3, 1, 1), dtype=np.int64), **requant})
     w = np.ones((4, 4 // groups, 3, 3), dtype=np.int64)
-    layer = Layer("body.grouped", "conv", ["image"], ["y"],
+    layer = Layer("body.grouped", "conv", ["x"], ["y"],
                   {"kernel": [3, 3], "stride": [1, 1], "padding": [dilation, dilation],
                    "dilation": [dilation, dilation], "groups": groups, "w_bits": 4, "lo": 0, "hi": 255},
-                  {"weight": w, "bias": np.zeros(4, dtype=np.int64), "M": np.full(4, 1 << 14),
-                   "S": np.full(4, 20)})
-    return QGraph("image", t, [layer], {"y": "y"})
+                  {"weight": w, **requant})
+    return QGraph("image", t, [stem, layer], {"y": "y"})
 
 
 @pytest.mark.parametrize("stride,signed,strategy,reuse", [(1, False, "Latency", 1), (2, True, "Resource", 4)])

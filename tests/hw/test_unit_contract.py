@@ -29,7 +29,7 @@ def _inspected(*units):
     return units
 
 
-def run_layer(dut, desc: int, inputs: dict[str, list[int]], n_out: int, second_desc: int | None = None,
+def simulate_layer(dut, desc: int, inputs: dict[str, list[int]], n_out: int, second_desc: int | None = None,
               max_cycles: int = 2000) -> dict:
     """Feed ``desc`` then every input stream (always valid), sink ``o`` (always ready);
     record outputs, busy per cycle and done pulses until ``max_cycles``."""
@@ -93,7 +93,7 @@ def test_residual_add_latches_its_descriptor_and_pulses_done_after_the_last_vect
                       "s": 14, "lo": -128, "hi": 127})
     vec = pack(act_vector_layout(CFG.dw_lanes), [5, 250])
     other = pack(lay, {"count": 1, "a_signed": 0, "b_signed": 0, "ma": 0, "mb": 0, "s": 0, "lo": 0, "hi": 0})
-    rec = run_layer(ResidualAdd(CFG), desc, {"a": [vec] * 5, "b": [vec] * 5}, 3, second_desc=other)
+    rec = simulate_layer(ResidualAdd(CFG), desc, {"a": [vec] * 5, "b": [vec] * 5}, 3, second_desc=other)
     _check_contract(rec)
     assert rec["left"] == {"a": 2, "b": 2}, "the unit took more vector pairs than the descriptor's count"
     # a*Ma + b*Mb with Ma = Mb = 2**14, S = 14: a + b (a int8, b uint8): 5+5, -6+250 -> clamp 127
@@ -106,7 +106,7 @@ def test_max_pool_takes_one_descriptor_per_block_and_reports_done():
     desc = pack(pool_descriptor_layout(), {"height": 2, "width": 2, "out_height": 1, "out_width": 1,
                                            "kernel": 2, "stride": 2, "pad": 0, "act_signed": 1})
     px = [pack(act_vector_layout(CFG.dw_lanes), [v, 255 - v]) for v in (1, 7, 3, 2)]
-    rec = run_layer(MaxPool(CFG), desc, {"x": px}, 1, second_desc=desc)
+    rec = simulate_layer(MaxPool(CFG), desc, {"x": px}, 1, second_desc=desc)
     _check_contract(rec)
     assert unpack(out_vector_layout(CFG.dw_lanes), rec["out"][0]) == [7, -2]  # lane 1 as int8: -2, -8, -4, -3
     assert rec["second_accepted"] == rec["done_cycle"]
@@ -117,7 +117,7 @@ def test_pe_array_runs_the_descriptors_pixel_count_then_reports_done():
     desc = pack(pe_descriptor_layout(), {"pixels": 3, "ci_groups": 1, "co_groups": 2, "act_signed": 0,
                                          "lo": -128, "hi": 127})
     chunk = pack(act_vector_layout(CFG.pe_ci), [1, 2])
-    rec = run_layer(pe, desc, {"x": [chunk] * 5}, 6)
+    rec = simulate_layer(pe, desc, {"x": [chunk] * 5}, 6)
     _check_contract(rec)
     assert rec["left"] == {"x": 2}
 
@@ -139,7 +139,7 @@ def test_depthwise_unit_reports_done_after_the_last_pass_and_matches_the_golden_
                            rng.integers(-500, 500, c), np.full(c, 1 << 14), np.full(c, 16), -128, 127)
     x = rng.integers(-128, 128, (c, h, w))
     streams = pack_depthwise_streams(cfg, layer, x)
-    rec = run_layer(DepthwiseUnit(cfg), streams["desc"][0],
+    rec = simulate_layer(DepthwiseUnit(cfg), streams["desc"][0],
                     {"params": streams["params"], "pixels": streams["pixels"]}, 2 * h * w)
     _check_contract(rec)
     got = unpack_depthwise_output(cfg, rec["out"], c, h, w)

@@ -56,4 +56,4 @@ def test_rtl_backend_says_which_piece_is_missing(tmp_path, capsys):
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
     rc, cap = _run(capsys, image, "--backend", "rtl", "--out", tmp_path)
-    assert rc == 2 and "accelerator top (issue 8" in cap.err
+    assert rc == 2 and "backend 'rtl'" in cap.err and "not built yet" in cap.err
