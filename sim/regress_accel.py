@@ -135,7 +135,7 @@ def random_program(cfg: EngineConfig, rng: random.Random, layers: int = 5) -> tu
             out_signed = rng.random() < 0.5
             w_off, r_off = _conv_tables(cfg, rng, heap, tables, k * k * c, co, wb)
             rec.update(kernel=k, stride=s, pad=p, dilation=d, out_channels=co, out_height=ho, out_width=wo,
-                       w_bits=wb, acc_bound_bits=40, weights_offset=w_off, requant_offset=r_off,
+                       w_bits=wb, acc_bound_bits=cfg.acc_bits, weights_offset=w_off, requant_offset=r_off,
                        weights_bytes=tables[-2][1].size,
                        lo=-128 if out_signed else 0, hi=127 if out_signed else rng.choice((255, 6)))
             rec["dst"] = _view(rng, heap, ho, wo, co, out_signed)

@@ -37,10 +37,13 @@ Checks, in the emulator's order (:class:`convforge.sw.runtime.emulator.Emulator`
   CONFIG_MISMATCH;
 * destination ``upsample``, kernel or stride 0 (not COPY), channels 0 or above
   ``max_channels``, zero heights / widths / channel strides, ADD with differing
-  input / output shapes, MAXPOOL with ``pad >= kernel``, a PE layer with ``k*k*C_in`` or
-  ``C_out`` above ``max_channels``, dilation 0, ``w_bits`` outside 2..8, CONV_PW with
-  ``kernel != 1``, more weight bytes than ``weight_depth`` tiles hold, a depthwise layer
-  with ``C_out != C_in``: BAD_DESCRIPTOR;
+  input / output shapes, MAXPOOL with ``pad >= kernel`` or a window / stride beyond
+  ``pool_k_max`` / ``pool_s_max``, a PE layer with ``k*k*C_in`` or ``C_out`` above
+  ``max_channels``, dilation 0, ``w_bits`` outside 2..8, an accumulator bound
+  (``acc_bound_bits``) wider than ``acc_bits``, CONV_PW with ``kernel != 1``, more weight
+  bytes than ``weight_depth`` tiles hold, a depthwise layer with ``C_out != C_in``, a kernel
+  other than 3, a stride other than 1 or 2 or rows wider than ``line_width``:
+  BAD_DESCRIPTOR (the emulator's refusals, one for one);
 * any byte of an operand's whole view, of the weight tiles, requant words or depthwise
   words at or past ``buf_bytes``: ADDRESS_RANGE;
 * an AXI SLVERR / DECERR on a descriptor fetch or data transfer: AXI_SLVERR / AXI_DECERR;
@@ -221,9 +224,11 @@ class Engine(wiring.Component):
             | (is_add & ((co != ci) | (ho != hi_) | (wo != wi)))
             | ((is_add | is_dws | is_dwb) & (desc.src2.channel_stride == 0))
             | (is_dw & (co != ci))
-            | (is_pool & (pad >= k))
+            | (is_pool & ((pad >= k) | (k > cfg.pool_k_max) | (st > cfg.pool_s_max)))
+            | (is_dw & ((k != 3) | ((st != 1) & (st != 2)) | (wi > cfg.line_width)))
             | (is_conv & ((co == 0) | (co > cfg.max_channels) | (ci_eff > cfg.max_channels) | (desc.dilation == 0)
-                          | (wb == 0) | (wb > 8) | ((op == Opcode.CONV_PW) & (k != 1)))))
+                          | (wb == 0) | (wb > 8) | ((op == Opcode.CONV_PW) & (k != 1))
+                          | (desc.acc_bound_bits > cfg.acc_bits))))
         too_many_weights = Signal()
         m.d.comb += too_many_weights.eq(is_conv & (w_total > wmem_bytes))
         built = Signal()
