@@ -28,6 +28,7 @@ from amaranth import signed, unsigned
 from amaranth.lib import data, enum
 
 from convforge.hw.config import EngineConfig
+from convforge.hw.layouts.csr import ErrorCode
 
 #: Descriptor size in bytes: 8 beats of a 128-bit AXI bus (4 of 256, 16 of 64).
 DESCRIPTOR_BYTES = 128
@@ -71,22 +72,12 @@ PE_OPCODES = (Opcode.CONV_PW, Opcode.CONV_KXK)
 DW_OPCODES = (Opcode.DW_REGULAR, Opcode.DW_SQUARE, Opcode.DW_BILINEAR)
 
 
-class Fault(enum.IntEnum, shape=4):
-    """Error codes the controller reports in the status CSR (and the emulator raises)."""
-
-    NONE = 0
-    #: The descriptor's opcode is not an :class:`Opcode` or not built in this engine.
-    BAD_OPCODE = 1
-    #: A field is outside what the engine supports (channels, kernel, stride, view flags).
-    BAD_DESCRIPTOR = 2
-    #: An operand, weight or table address lies outside the program's buffer.
-    ADDRESS_RANGE = 3
-    #: The descriptor was compiled for another EngineConfig (``config_tag`` differs).
-    CONFIG_MISMATCH = 4
-    #: The program has no END within the given descriptor count.
-    NO_END = 5
-    #: An AXI read or write answered SLVERR / DECERR (hardware only).
-    AXI_ERROR = 6
+#: Error codes the controller reports in ``STATUS.error_code`` and the emulator raises: the
+#: register map's ``error_code_e`` (``hw/regmap/convforge.rdl``), defined once there. NONE,
+#: BAD_OPCODE, BAD_DESCRIPTOR, ADDRESS_RANGE, CONFIG_MISMATCH and NO_END come from a
+#: descriptor (the emulator raises them too); AXI_SLVERR, AXI_DECERR and TIMEOUT only from
+#: the bus (hardware only).
+Fault = ErrorCode
 
 
 def view_layout(config: EngineConfig) -> data.StructLayout:

@@ -205,16 +205,12 @@ class EmulatorBackend:
 
     def run(self, memory: np.ndarray, program_offset: int, n_descriptors: int) -> FrameResult:
         from convforge.errors import EmulatorFault
-        from convforge.hw.layouts import Fault
 
         try:
             stats = self.emulator.run(memory, program_offset, n_descriptors)
         except EmulatorFault as fault:
-            # The register map's error codes carry the emulator's fault names (and values).
-            name = Fault(fault.code).name
-            if name not in csr.ErrorCode.__members__:
-                raise SimulationError(f"emulator fault {name} has no STATUS.error_code in the register map") from fault
-            return FrameResult(error_code=int(csr.ErrorCode[name]), error_index=int(fault.index))
+            # The emulator's fault codes are the register map's ErrorCode (one definition).
+            return FrameResult(error_code=int(csr.ErrorCode(fault.code)), error_index=int(fault.index))
         from convforge.sw.runtime.cycles import operand_bytes
 
         # The descriptors the emulator just decoded (cached by their bytes, so no second decode).
