@@ -236,6 +236,19 @@ class Head(nn.Sequential):
             nn.init.zeros_(self.out.conv.bias)
 
 
+def centernet_heads(in_ch: int, hidden: int, num_classes: int) -> nn.ModuleDict:
+    """CenterNet's three heads on a stride-4 feature map of ``in_ch`` channels: ``hm``
+    (``num_classes`` heatmap logits, bias -2.19 so the first sigmoid is ~0.1), ``wh`` (box
+    size, 2) and ``reg`` (sub-pixel offset, 2); each a :class:`Head` with ``hidden`` channels."""
+    return nn.ModuleDict(
+        {
+            "hm": Head(in_ch, hidden, num_classes, bias_init=HM_BIAS_INIT),
+            "wh": Head(in_ch, hidden, 2),
+            "reg": Head(in_ch, hidden, 2),
+        }
+    )
+
+
 class CoDeNet(nn.Module):
     """A CoDeNet detector. ``forward(x)``: ``x`` float ``(N, 3, H, W)`` raw pixels 0..255,
     ``H, W`` multiples of 32. Returns ``{"hm": (N, K, H/4, W/4) logits, "wh": (N, 2, ...),
@@ -264,13 +277,7 @@ class CoDeNet(nn.Module):
         for index, out_ch in enumerate(config.decoder_channels):
             self.decoder.add_module(str(index), DecoderBlock(in_ch, out_ch, config.d_max))
             in_ch = out_ch
-        self.heads = nn.ModuleDict(
-            {
-                "hm": Head(in_ch, config.head_conv, num_classes, bias_init=HM_BIAS_INIT),
-                "wh": Head(in_ch, config.head_conv, 2),
-                "reg": Head(in_ch, config.head_conv, 2),
-            }
-        )
+        self.heads = centernet_heads(in_ch, config.head_conv, num_classes)
 
     @property
     def output_stride(self) -> int:

@@ -41,7 +41,7 @@ from torch import nn
 
 from convforge.errors import CheckpointError, ConfigError
 from convforge.models.nets.blocks import Add, ConvBNAct
-from convforge.models.nets.codenet import HM_BIAS_INIT, IMAGENET_MEAN, IMAGENET_STD, OUTPUT_STRIDE, Head
+from convforge.models.nets.codenet import IMAGENET_MEAN, IMAGENET_STD, OUTPUT_STRIDE, centernet_heads
 
 #: Paper Table 2: ``(t, c, n, s)`` = expansion, output channels, repeats, first stride.
 INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
@@ -452,13 +452,7 @@ class MobileNetV2Det(nn.Module):
                     self.skips[f"s{stride}"] = skip
                     self._skip_after[index] = stride
             in_ch = out_ch
-        self.heads = nn.ModuleDict(
-            {
-                "hm": Head(in_ch, config.head_conv, num_classes, bias_init=HM_BIAS_INIT),
-                "wh": Head(in_ch, config.head_conv, 2),
-                "reg": Head(in_ch, config.head_conv, 2),
-            }
-        )
+        self.heads = centernet_heads(in_ch, config.head_conv, num_classes)
 
     @property
     def output_stride(self) -> int:
