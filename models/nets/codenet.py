@@ -236,6 +236,16 @@ class Head(nn.Sequential):
             nn.init.zeros_(self.out.conv.bias)
 
 
+def check_classes(model: str, num_classes: int, class_names: list[str] | None) -> tuple[int, list[str] | None]:
+    """A detector's ``(num_classes, class_names)``, checked: at least one class and, when
+    names are given, one per class. Raises ConfigError naming ``model``."""
+    if num_classes < 1:
+        raise ConfigError(f"{model}: num_classes must be >= 1, got {num_classes}")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ConfigError(f"{model}: {len(class_names)} class names for {num_classes} classes")
+    return num_classes, (list(class_names) if class_names is not None else None)
+
+
 def centernet_heads(in_ch: int, hidden: int, num_classes: int) -> nn.ModuleDict:
     """CenterNet's three heads on a stride-4 feature map of ``in_ch`` channels: ``hm``
     (``num_classes`` heatmap logits, bias -2.19 so the first sigmoid is ~0.1), ``wh`` (box
@@ -264,13 +274,8 @@ class CoDeNet(nn.Module):
 
     def __init__(self, config: CoDeNetConfig, num_classes: int = 20, class_names: list[str] | None = None) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ConfigError(f"CoDeNet: num_classes must be >= 1, got {num_classes}")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ConfigError(f"CoDeNet: {len(class_names)} class names for {num_classes} classes")
         self.config = config
-        self.num_classes = num_classes
-        self.class_names = list(class_names) if class_names is not None else None
+        self.num_classes, self.class_names = check_classes("CoDeNet", num_classes, class_names)
         self.backbone = ShuffleNetV2(config)
         self.decoder = nn.Sequential()
         in_ch = config.final_channels

@@ -41,7 +41,13 @@ from torch import nn
 
 from convforge.errors import CheckpointError, ConfigError
 from convforge.models.nets.blocks import Add, ConvBNAct
-from convforge.models.nets.codenet import IMAGENET_MEAN, IMAGENET_STD, OUTPUT_STRIDE, centernet_heads
+from convforge.models.nets.codenet import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    OUTPUT_STRIDE,
+    centernet_heads,
+    check_classes,
+)
 
 #: Paper Table 2: ``(t, c, n, s)`` = expansion, output channels, repeats, first stride.
 INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
@@ -422,13 +428,8 @@ class MobileNetV2Det(nn.Module):
         super().__init__()
         from convforge.models.nets.codenet import DecoderBlock
 
-        if num_classes < 1:
-            raise ConfigError(f"MobileNetV2Det: num_classes must be >= 1, got {num_classes}")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ConfigError(f"MobileNetV2Det: {len(class_names)} class names for {num_classes} classes")
         self.config = config
-        self.num_classes = num_classes
-        self.class_names = list(class_names) if class_names is not None else None
+        self.num_classes, self.class_names = check_classes("MobileNetV2Det", num_classes, class_names)
         strides = block_strides(config.width)
         num_blocks = max(i for i, s in enumerate(strides) if s <= config.backbone_stride) + 1
         self.backbone = MobileNetV2Features(config.width, num_blocks, last=False, input_norm=True)
