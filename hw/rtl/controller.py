@@ -410,6 +410,25 @@ class Engine(wiring.Component):
                     m.d.sync += [done.eq(0), err.eq(0), err_idx.eq(0), pending.eq(0)]
                     m.next = "RESET_DRAIN"
 
+        def load_word_table(name: str, offset, words, log2_bytes: int, shift: Signal, wr) -> None:
+            """States ``name`` and ``name_DATA``: read ``words`` table words of ``2**log2_bytes``
+            bytes from ``base + offset``, assemble each little-endian in ``shift`` and write it
+            to ``wr`` at its word index; then go to SEQ. ``pos`` counts bytes (0 on entry)."""
+            nbytes = words << log2_bytes
+            with state(name):
+                m.d.comb += [reader.cmd_valid.eq(1), reader.cmd_addr.eq(base + offset), reader.cmd_bytes.eq(nbytes)]
+                with m.If(reader.cmd_ready):
+                    m.next = f"{name}_DATA"
+            with state(f"{name}_DATA"):
+                word = Cat(shift[8:], reader.o.payload)
+                m.d.comb += [reader.o.ready.eq(1), wr.addr.eq(pos >> log2_bytes), wr.data.eq(word)]
+                with m.If(reader.o.valid):
+                    m.d.sync += [shift.eq(word), pos.eq(pos + 1)]
+                    with m.If(pos[:log2_bytes] == (1 << log2_bytes) - 1):
+                        m.d.comb += wr.en.eq(1)
+                    with m.If(pos == nbytes - 1):
+                        m.next = "SEQ"
+
         with m.FSM(name="ctrl") as fsm:
             with state("IDLE"):
                 with m.If(pending & dma_idle):
@@ -473,20 +492,7 @@ class Engine(wiring.Component):
                         m.next = "LOADDW"
                     with m.Else():
                         m.next = "SEQ"
-            with state("LOADDW"):
-                m.d.comb += [reader.cmd_valid.eq(1), reader.cmd_addr.eq(base + desc.weights_offset),
-                             reader.cmd_bytes.eq(ci << 4)]
-                with m.If(reader.cmd_ready):
-                    m.next = "LOADDW_DATA"
-            with state("LOADDW_DATA"):
-                word = Cat(dw_shift[8:], reader.o.payload)
-                m.d.comb += [reader.o.ready.eq(1), dw_wr.addr.eq(pos >> 4), dw_wr.data.eq(word)]
-                with m.If(reader.o.valid):
-                    m.d.sync += [dw_shift.eq(word), pos.eq(pos + 1)]
-                    with m.If(pos[:4] == 15):
-                        m.d.comb += dw_wr.en.eq(1)
-                    with m.If(pos == (ci << 4) - 1):
-                        m.next = "SEQ"
+            load_word_table("LOADDW", desc.weights_offset, ci, 4, dw_shift, dw_wr)
             with state("LOADW"):
                 m.d.comb += [reader.cmd_valid.eq(1), reader.cmd_addr.eq(base + desc.weights_offset),
                              reader.cmd_bytes.eq(w_total)]
@@ -500,20 +506,7 @@ class Engine(wiring.Component):
                     with m.If(pos == w_total - 1):
                         m.d.sync += pos.eq(0)
                         m.next = "LOADRQ"
-            with state("LOADRQ"):
-                m.d.comb += [reader.cmd_valid.eq(1), reader.cmd_addr.eq(base + desc.requant_offset),
-                             reader.cmd_bytes.eq(co << 3)]
-                with m.If(reader.cmd_ready):
-                    m.next = "LOADRQ_DATA"
-            with state("LOADRQ_DATA"):
-                word = Cat(rq_shift[8:], reader.o.payload)
-                m.d.comb += [reader.o.ready.eq(1), rq_wr.addr.eq(pos >> 3), rq_wr.data.eq(word)]
-                with m.If(reader.o.valid):
-                    m.d.sync += [rq_shift.eq(word), pos.eq(pos + 1)]
-                    with m.If(pos[:3] == 7):
-                        m.d.comb += rq_wr.en.eq(1)
-                    with m.If(pos == (co << 3) - 1):
-                        m.next = "SEQ"
+            load_word_table("LOADRQ", desc.requant_offset, co, 3, rq_shift, rq_wr)
             with state("SEQ"):
                 m.d.comb += [radd_rst.eq(1), rq_rst.eq(1)]
                 with m.Switch(phase):
