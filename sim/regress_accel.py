@@ -296,10 +296,11 @@ def fault_cases(cfg: EngineConfig, image: np.ndarray, n: int, rng: random.Random
     return runs
 
 
-def build_accel(cfg: EngineConfig, simulator: str = "verilator"):
-    """Build (or reuse) the accelerator top's simulation (watchdog :data:`TEST_WATCHDOG`)."""
-    return build_design("accel", component_factory=lambda: Accelerator(cfg, watchdog_cycles=TEST_WATCHDOG),
-                        simulator=simulator, params={**cfg.to_dict(), "watchdog": TEST_WATCHDOG})
+def build_accel(cfg: EngineConfig, simulator: str = "verilator", watchdog_cycles: int = TEST_WATCHDOG):
+    """Build (or reuse) the accelerator top's simulation (default watchdog: :data:`TEST_WATCHDOG`;
+    the SimDevice ``rtl`` backend builds it with the hardware's own, ``controller.WATCHDOG_CYCLES``)."""
+    return build_design("accel", component_factory=lambda: Accelerator(cfg, watchdog_cycles=watchdog_cycles),
+                        simulator=simulator, params={**cfg.to_dict(), "watchdog": watchdog_cycles})
 
 
 def run_engine(cfg: EngineConfig, runs: list[EngineRun], *, seed: int, pause_prob: float = 0.3,

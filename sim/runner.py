@@ -14,6 +14,8 @@ A thin layer over cocotb 2.x's Python runner (:func:`cocotb_tools.runner.get_run
   :func:`convforge.sim.tbio.tb_params`), parses ``results.xml`` into pass/fail counts and,
   when something failed, runs the same testbench again with waveform tracing so that a
   failing case always leaves an FST/VCD file behind (:attr:`TestbenchResult.waves`).
+* :func:`launch_testbench` starts the same run in the background and returns the child
+  process (for testbenches that serve requests, e.g. :mod:`convforge.sim.tb_bridge`).
 
 Build directories live under ``$CONVFORGE_SIM_BUILD`` or ``./build/sim``.
 
@@ -363,9 +365,9 @@ def run_testbench(
     return result
 
 
-def _run_once(handle, test_module, run_dir, testcase, params, extra_env, seed, waves):
-    from cocotb_tools.runner import get_runner  # noqa: PLC0415
-
+def _test_args(handle, test_module, run_dir, testcase, params, extra_env, seed, waves) -> dict[str, Any]:
+    """The keyword arguments of the cocotb runner's ``test()`` for one run in ``run_dir``
+    (parameters written to ``run_dir/params.json``)."""
     ensure_simulator(handle.simulator)
     run_dir.mkdir(parents=True, exist_ok=True)
     params_file = run_dir / "params.json"
@@ -376,26 +378,110 @@ def _run_once(handle, test_module, run_dir, testcase, params, extra_env, seed, w
         "COCOTB_REWRITE_ASSERTION_FILES": REWRITE_ASSERTION_FILES,
         **(extra_env or {}),
     }
-    results_xml = run_dir / "results.xml"
-    log = run_dir / "sim.log"
+    return {
+        "test_module": test_module,
+        "hdl_toplevel": handle.toplevel,
+        "hdl_toplevel_lang": "verilog",
+        "testcase": testcase,
+        "seed": seed,
+        "extra_env": env,
+        "waves": waves,
+        "build_dir": handle.build_dir,
+        "test_dir": run_dir,
+        "results_xml": str(run_dir / "results.xml"),
+        "timescale": ("1ns", "1ps") if handle.simulator == "icarus" else None,
+        "log_file": run_dir / "sim.log",
+    }
+
+
+def _run_once(handle, test_module, run_dir, testcase, params, extra_env, seed, waves):
+    from cocotb_tools.runner import get_runner  # noqa: PLC0415
+
+    kwargs = _test_args(handle, test_module, run_dir, testcase, params, extra_env, seed, waves)
     runner = get_runner(handle.simulator)
     try:
         with _outside_pytest():
-            runner.test(
-                test_module=test_module,
-                hdl_toplevel=handle.toplevel,
-                hdl_toplevel_lang="verilog",
-                testcase=testcase,
-                seed=seed,
-                extra_env=env,
-                waves=waves,
-                build_dir=handle.build_dir,
-                test_dir=run_dir,
-                results_xml=str(results_xml),
-                timescale=("1ns", "1ps") if handle.simulator == "icarus" else None,
-                log_file=log,
-            )
+            runner.test(**kwargs)
     except (SystemExit, RuntimeError):
         pass  # the results file (or its absence) tells what happened
+    results_xml = Path(kwargs["results_xml"])
     passed, failed, failures = parse_results(results_xml)
-    return TestbenchResult(passed, failed, run_dir, results_xml, log, None, failures)
+    return TestbenchResult(passed, failed, run_dir, results_xml, kwargs["log_file"], None, failures)
+
+
+@dataclass
+class RunningTestbench:
+    """A testbench started by :func:`launch_testbench` and still running (or finished).
+
+    Attributes:
+        process: the simulator process (cocotb runs inside it); its own process group.
+        run_dir: the run directory (``params.json``, ``sim.log``, ``results.xml``).
+        log: the simulator's log file (stdout and stderr).
+    """
+
+    process: Any
+    run_dir: Path
+    log: Path
+
+    def log_tail(self, chars: int = 2000) -> str:
+        """The last ``chars`` characters of the log ("" if there is none yet)."""
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL the simulator (its whole process group) and reap it; no-op once it exited."""
+        import signal  # noqa: PLC0415
+
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            self.process.wait(timeout=10)
+
+
+def launch_testbench(
+    handle: DesignHandle,
+    test_module: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    run_name: str | None = None,
+) -> RunningTestbench:
+    """Start cocotb ``test_module`` against ``handle`` and return at once (the simulation
+    keeps running in a child process; :func:`run_testbench` is the blocking form).
+
+    The command, environment and run directory are exactly those of :func:`run_testbench`
+    (the cocotb runner prepares them); only the final process start is ours, a
+    ``subprocess.Popen`` in a new session so that :meth:`RunningTestbench.kill` ends the
+    simulator and anything it started.
+
+    Raises:
+        SimulationError: the simulator is missing, or the runner produced more than one
+            command to run (only single-command simulators such as Verilator are supported).
+    """
+    import subprocess  # noqa: PLC0415
+
+    from cocotb_tools.runner import get_runner  # noqa: PLC0415
+
+    run_id = f"{run_name or handle.name}-{os.getpid()}-{next(_run_counter)}"
+    run_dir = handle.build_dir.parent / "runs" / run_id
+    kwargs = _test_args(handle, test_module, run_dir, None, params, extra_env, None, False)
+    runner = get_runner(handle.simulator)
+    started: list[subprocess.Popen] = []
+
+    def start(cmds, cwd, stdout=None):  # the runner's _execute_cmds, without waiting
+        if len(cmds) != 1 or started:
+            raise SimulationError(
+                f"launch_testbench: the {handle.simulator} runner needs {len(cmds)} commands; "
+                "only single-command simulators (verilator) can run in the background"
+            )
+        started.append(subprocess.Popen(cmds[0], cwd=cwd, env=runner.env, stdout=stdout,
+                                        stderr=None if stdout is None else subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True))
+
+    runner._execute_cmds = start  # the runner writes the log file and calls this once
+    with _outside_pytest():
+        runner.test(**kwargs)
+    return RunningTestbench(started[0], run_dir, Path(kwargs["log_file"]))

@@ -72,7 +72,8 @@ def load_for_backend(
         input_size: evaluation input side in pixels; default: the checkpoint's export size
             (or the size of the QGraph given).
         qgraph: for ``int``, a QGraph file to use instead of the one exported beside the
-            checkpoint. Without either, the QAT checkpoint is exported at ``input_size``.
+            checkpoint (which is used only when ``input_size`` is None or its own). Without
+            either, the QAT checkpoint is exported at ``input_size``.
 
     Raises:
         CheckpointError: missing/corrupt checkpoint, or it lacks what the backend needs.
@@ -89,12 +90,16 @@ def load_for_backend(
     if backend != "int":
         raise ConfigError(f"unknown backend {backend!r}; choose float, qat or int")
     graph_path = Path(qgraph) if qgraph is not None else None
+    graph = None
     if graph_path is None and doc.get("qgraph"):
         beside = path.parent / str(doc["qgraph"])
         if beside.is_file():
-            graph_path = beside
+            graph = QGraph.load(beside)
+            _, h, w = graph.tensors[graph.input].shape
+            # the QGraph exported beside the checkpoint, unless another input size is asked for
+            graph_path = beside if input_size is None or (h, w) == (input_size, input_size) else None
     if graph_path is not None:
-        graph = QGraph.load(graph_path)
+        graph = QGraph.load(graph_path) if graph is None else graph
         _, h, w = graph.tensors[graph.input].shape
         if input_size is not None and (h, w) != (input_size, input_size):
             raise ConfigError(

@@ -220,7 +220,8 @@ def run(args: argparse.Namespace) -> int:
 
     say(f"[3/6] integer reference and the PYNQ driver on SimDevice {args.backend} ({args.board} overlay) "
         f"on {n_views} view(s) of {args.data} ({size}x{size})")
-    session = open_session(args.backend, graph, args.board, workdir=out / "sim")
+    session = open_session(args.backend, graph, args.board, workdir=out / "sim",
+                           progress=args.backend == "rtl" and not args.json)
     hw_detections, hw_exact, hw_cycles, t_hw = {}, 0, [], 0.0
     scales = head_scales(graph)
     detections, samples = {}, []

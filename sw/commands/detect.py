@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from convforge.sw.argtypes import non_negative_int, positive_float, score
+from convforge.sw.argtypes import image_size, non_negative_int, positive_float, score
 
 NAME = "detect"
 HELP = "detect objects in image files through the PYNQ driver (SimDevice emu/rtl, a board) or the integer reference"
@@ -35,15 +35,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tile at native resolution (auto: longer side > 1.5 network inputs)")  # fmt: skip
     p.add_argument("--overlap", type=non_negative_int, default=64, help="pixels shared by neighbouring tiles")
     p.add_argument("--board", default="ultra96v2", help="board profile of the simulated overlay (emu, rtl)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="EngineConfig TOML of the simulated overlay (emu, rtl; default: the board's engine); "
+                        "rtl builds the Verilator model of this engine once and caches it")  # fmt: skip
+    p.add_argument("--input-size", type=image_size, default=None,
+                   help="network input side in pixels (default: the model's export size, 416 for the shipped "
+                        "model); a small one (e.g. 32) keeps --backend rtl frames to minutes")  # fmt: skip
     p.add_argument("--overlay", type=Path, default=None,
                    help="the board's convforge.bit (pynq), or a simulated overlay file (emu, rtl)")  # fmt: skip
     p.add_argument("--program", type=Path, default=None,
                    help="a Program file from `convforge compile` (default: compile for the hardware)")  # fmt: skip
-    p.add_argument("--timeout", type=positive_float, default=None, help="seconds a frame may take (driver timeout)")
+    p.add_argument("--timeout", type=positive_float, default=None,
+                   help="seconds a frame may take (driver timeout; default 60, on rtl from the Program's "
+                        "predicted cycles, at least 600)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the detections as JSON instead of a table")
 
 
-def _load_graph(model: str | None, checkpoint: Path | None):
+def _load_graph(model: str | None, checkpoint: Path | None, input_size: int | None = None):
     from convforge.models.train.inference import load_for_backend
     from convforge.models.train.zoo import default_model, get_model
 
@@ -51,7 +59,7 @@ def _load_graph(model: str | None, checkpoint: Path | None):
         ckpt = checkpoint
     else:
         ckpt = (get_model(model) if model else default_model()).checkpoint
-    loaded = load_for_backend(ckpt, "int")
+    loaded = load_for_backend(ckpt, "int", input_size)
     return loaded.target, loaded.checkpoint
 
 
@@ -65,9 +73,12 @@ def run(args: argparse.Namespace) -> int:
     from convforge.sw.runtime.session import open_session
 
     t0 = time.perf_counter()
-    graph, ckpt = _load_graph(args.model, args.checkpoint)
-    session = open_session(args.backend, graph, args.board, args.overlay, args.program,
-                           args.out / "sim", args.timeout)  # fmt: skip
+    from convforge.sw.commands.rtl import resolve_config
+
+    graph, ckpt = _load_graph(args.model, args.checkpoint, args.input_size)
+    engine = resolve_config(args.board, args.config) if args.backend in ("emu", "rtl") else None
+    session = open_session(args.backend, graph, args.board, args.overlay, args.program, args.out / "sim",
+                           args.timeout, engine=engine, progress=args.backend == "rtl" and not args.json)  # fmt: skip
     scales = head_scales(graph)
     class_names = graph.meta.get("class_names")
     args.out.mkdir(parents=True, exist_ok=True)

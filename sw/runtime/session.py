@@ -20,6 +20,12 @@ from convforge.errors import ConfigError, SimulationError
 BACKENDS = ("emu", "rtl", "pynq", "int")
 HARDWARE_BACKENDS = ("emu", "rtl", "pynq")
 
+#: ``rtl``: the slowest simulation rate (clock cycles per wall-clock second) the default frame
+#: timeout allows for; the Verilator model under cocotb runs a few thousand.
+RTL_MIN_CYCLES_PER_S = 200
+#: ``rtl``: the shortest default frame timeout (seconds).
+RTL_MIN_TIMEOUT_S = 600.0
+
 
 @dataclass
 class Session:
@@ -69,6 +75,8 @@ def open_session(
     program: str | Path | None = None,
     workdir: str | Path = "out/sim",
     timeout_s: float | None = None,
+    engine=None,
+    progress: bool = False,
 ) -> Session:
     """Open ``backend`` for the QGraph ``graph``.
 
@@ -81,11 +89,18 @@ def open_session(
         overlay: the board's ``.bit`` (``pynq``), or a simulated overlay file to use
             instead of writing one into ``workdir``.
         program: a Program file to load instead of compiling ``graph``.
-        timeout_s: per-frame timeout (default: the driver's).
+        timeout_s: per-frame timeout in seconds. Default: the driver's
+            (:data:`~convforge.sw.runtime.driver.DEFAULT_TIMEOUT_S`); on ``rtl`` the Program's
+            predicted cycles at :data:`RTL_MIN_CYCLES_PER_S`, at least :data:`RTL_MIN_TIMEOUT_S`.
+        engine: the EngineConfig of the simulated overlay (SimDevice backends; default the
+            board's). ``rtl`` builds the Verilator model of this engine (cached).
+        progress: ``rtl``: show a progress bar of the simulated clock cycles of each frame
+            (against the Program's predicted cycles) on stderr.
 
     Raises:
         ConfigError: unknown backend, or ``pynq`` without a board (says what is missing).
-        SimulationError: ``rtl`` while its accelerator model does not exist.
+        SimulationError: ``rtl``: no simulator, the model's build failed, or the simulation
+            died or hung (the message names its log).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -112,7 +127,8 @@ def open_session(
         bitfile = Path(overlay)
     else:
         device = simdevice.use_simdevice(backend)
-        bitfile = Path(overlay) if overlay else simdevice.write_sim_overlay(Path(workdir) / "convforge_sim.bit", board)
+        bitfile = (Path(overlay) if overlay else
+                   simdevice.write_sim_overlay(Path(workdir) / "convforge_sim.bit", board, engine))
     if not bitfile.is_file():
         raise ConfigError(f"{bitfile}: overlay file not found")
     ol = pynq.Overlay(str(bitfile), device=device)
@@ -132,15 +148,47 @@ def open_session(
 
         prog = compile_program(graph, engine, ddr_gbps=get_board(board).ddr_gbps)
     accel.load(prog)
+    predicted = int(prog.cycles.get("cycles") or 0)
+    if timeout_s is None and backend == "rtl":
+        timeout_s = max(RTL_MIN_TIMEOUT_S, predicted / RTL_MIN_CYCLES_PER_S)
     kwargs = {} if timeout_s is None else {"timeout_s": timeout_s}
+    watch = _RtlProgress(device.csr, predicted) if backend == "rtl" and progress else None
 
     def infer(image: np.ndarray) -> tuple[Mapping[str, np.ndarray], dict]:
-        frame = accel.run(image, **kwargs)
+        if watch is None:
+            frame = accel.run(image, **kwargs)
+        else:
+            with watch:
+                frame = accel.run(image, **kwargs)
         return frame.outputs, {"seconds": round(frame.seconds, 6), "counters": frame.counters, "wait": frame.wait}
 
     info = {"device": device.name, "overlay": str(bitfile), "engine": engine.to_dict(),
             "descriptors": prog.n_descriptors}  # fmt: skip
     return Session(backend, size, infer, accel, info)
+
+
+class _RtlProgress:
+    """A tqdm bar of one frame's simulated clock cycles, fed by the RTL simulation's answers
+    (``RtlSimulation.progress``); the total is the cycle model's prediction for the Program."""
+
+    def __init__(self, sim, predicted_cycles: int) -> None:
+        self.sim, self.total, self.bar = sim, predicted_cycles or None, None
+
+    def __enter__(self) -> _RtlProgress:
+        from tqdm import tqdm
+
+        start = self.sim.cycle
+        self.bar = tqdm(total=self.total, desc="RTL frame", unit="cycle", unit_scale=True, leave=False)
+
+        def update(cycle: int, in_flight: bool) -> None:  # noqa: ARG001
+            self.bar.update(max(0, cycle - start) - self.bar.n)
+
+        self.sim.progress = update
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.sim.progress = None
+        self.bar.close()
 
 
 def _int_session(graph, size: int) -> Session:

@@ -15,9 +15,13 @@ machine, and the very same driver code that runs on an Ultra96-V2 / PYNQ-Z2 / KV
   the device sees host writes only after ``sync_to_device()`` (flush) and the host sees
   device writes only after ``sync_from_device()`` (invalidate), so a driver that forgets
   a sync fails here as it would on the board;
-* a **backend** runs the accelerator when the CSR ``start`` bit is written: ``emu`` (the
-  NumPy emulator executing the Program from the buffer memory) or ``rtl`` (the Verilator
-  model of the generated accelerator; needs the accelerator top of issue 8).
+* a **backend** is the accelerator behind the CSR window: ``emu`` (a behavioural CSR model,
+  :class:`~convforge.sw.runtime.csr_model.CsrModel`, that runs the NumPy emulator on the
+  buffer memory when ``start`` is written) or ``rtl`` (the Verilator model of the generated
+  accelerator top, :class:`convforge.sim.bridge.RtlSimulation`, in a cocotb child process:
+  MMIO becomes AXI4-Lite transactions on its CSR port, a flush / invalidate copies bytes into
+  / out of the AXI memory model its DMA reads and writes, and the counters, status and
+  interrupt line are the RTL's own).
 
 Selection, never affecting a plain ``import pynq`` on a board: set the environment
 variable ``CONVFORGE_SIMDEVICE=emu`` (read when :mod:`convforge.sw.runtime.driver` is
@@ -183,6 +187,17 @@ class SimMemory:
         # bo -> (physical address, device-side bytes)
         self.regions: dict[int, tuple[int, np.ndarray]] = {}
         self._lock = threading.Lock()
+        self.dram = None
+
+    def attach(self, dram) -> None:
+        """Make ``dram`` (``write_memory(address, bytes)`` / ``read_memory(address, length)``,
+        e.g. the RTL simulation's AXI memory model) the device side of every buffer: flushes
+        go there, invalidates come from there. The device-side bytes of existing buffers are
+        copied into it (DDR keeps its contents across a reconfiguration); None detaches."""
+        self.dram = dram
+        if dram is not None:
+            for address, data in list(self.regions.values()):
+                dram.write_memory(address, data.tobytes())
 
     def allocate(self, shape: Any, dtype: Any = "u4", **kwargs: Any) -> PynqBuffer:
         """A zeroed ``PynqBuffer`` of ``shape``/``dtype`` (pynq.allocate's contract).
@@ -225,11 +240,15 @@ class SimMemory:
         return np.ctypeslib.as_array((ctypes.c_uint8 * length).from_address(vaddr))
 
     def flush(self, bo: int, offset: int, vaddr: int, length: int) -> None:
-        _, data = self.regions[bo]
+        address, data = self.regions[bo]
         data[offset : offset + length] = self._host_view(vaddr, length)
+        if self.dram is not None:
+            self.dram.write_memory(address + offset, data[offset : offset + length].tobytes())
 
     def invalidate(self, bo: int, offset: int, vaddr: int, length: int) -> None:
-        _, data = self.regions[bo]
+        address, data = self.regions[bo]
+        if self.dram is not None:
+            data[offset : offset + length] = np.frombuffer(self.dram.read_memory(address + offset, length), np.uint8)
         self._host_view(vaddr, length)[:] = data[offset : offset + length]
 
 
@@ -269,13 +288,21 @@ class SimDevice(Device):
         return SimMetadata(read_sim_overlay(bitfile_name))
 
     def download(self, bitstream: Any, parser: SimMetadata | None = None) -> None:
-        """"Configure the PL": build the CSR model and the backend for the overlay's design."""
-        from convforge.sw.runtime.csr_model import CsrModel
-
+        """"Configure the PL": put the backend's accelerator for the overlay's design behind
+        the CSR window (``rtl``: builds the Verilator model unless cached, starts it; a
+        previously loaded one is stopped first)."""
         meta = parser if parser is not None else self.get_bitfile_metadata(bitstream.bitfile_name)
+        self.close()
         self.overlay = meta.overlay
-        self.csr = CsrModel(meta.overlay.engine, make_backend(self.backend_name, meta.overlay), self.default_memory)
+        self.csr = make_backend(self.backend_name, meta.overlay, self.default_memory)
         self.post_download(bitstream, meta)
+
+    def close(self) -> None:
+        """Stop the accelerator model (``rtl``: ends the simulation); the overlay must be loaded again."""
+        csr, self.csr = self.csr, None
+        self.default_memory.attach(None)
+        if csr is not None and hasattr(csr, "close"):
+            csr.close()
 
     def gen_cache(self, bitstream: Any, parser: Any = None) -> None:
         """Nothing to cache: the metadata is built from the overlay file on every load."""
@@ -316,24 +343,32 @@ class SimDevice(Device):
 
 
 # --------------------------------------------------------------------------- backends
-def make_backend(name: str, overlay: SimOverlay):
-    """The accelerator model behind the CSRs: ``emu`` or ``rtl``.
+def make_backend(name: str, overlay: SimOverlay, memory: SimMemory):
+    """The accelerator behind the CSR window (``read(offset)``, ``write(offset, value)``, ``irq``).
+
+    ``emu``: :class:`~convforge.sw.runtime.csr_model.CsrModel` running the emulator on
+    ``memory``'s device-side bytes. ``rtl``: :class:`convforge.sim.bridge.RtlSimulation` of
+    the overlay's EngineConfig, attached to ``memory`` as its DDR (imported here, lazily:
+    only this backend needs cocotb, Verilator and the ``sim`` package).
 
     Raises:
-        SimulationError: ``rtl``: the driver-to-Verilator bridge is not built yet (the message says
-            where the accelerator top is verified instead).
+        ConfigError: an unknown backend name.
+        SimulationError: ``rtl``: no simulator, the build failed or the simulation did not start.
     """
-    from convforge.sw.runtime.csr_model import EmulatorBackend
-
     if name == "emu":
-        return EmulatorBackend(overlay.engine, get_board(overlay.board).ddr_gbps)
+        from convforge.sw.runtime.csr_model import CsrModel, EmulatorBackend
+
+        return CsrModel(overlay.engine, EmulatorBackend(overlay.engine, get_board(overlay.board).ddr_gbps), memory)
     if name == "rtl":
-        raise SimulationError(
-            "SimDevice backend 'rtl' (the driver's MMIO and buffers bridged into a Verilator run of the "
-            "accelerator top convforge.hw.rtl.accel) is not built yet: the top itself runs compiled Programs "
-            "bit-exactly in cocotb (pytest tests/sim/test_accel.py), but not behind the PYNQ driver; "
-            "use CONVFORGE_SIMDEVICE=emu / --backend emu"
-        )
+        from convforge.sim.bridge import RtlSimulation
+
+        sim = RtlSimulation(overlay.engine)
+        try:
+            memory.attach(sim)
+        except BaseException:
+            sim.close()
+            raise
+        return sim
     raise ConfigError(f"unknown SimDevice backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 

@@ -119,7 +119,10 @@ def test_device_that_never_raises_done_times_out_naming_the_register_state(tmp_p
         def run(self, memory, program_offset, n_descriptors):
             return None
 
-    monkeypatch.setattr(simdevice, "make_backend", lambda name, overlay: NeverDone())
+    from convforge.sw.runtime.csr_model import CsrModel
+
+    monkeypatch.setattr(simdevice, "make_backend",
+                        lambda name, overlay, memory: CsrModel(overlay.engine, NeverDone(), memory))
     simdevice.use_simdevice("emu")
     accel = pynq.Overlay(str(simdevice.write_sim_overlay(tmp_path / "hang.bit"))).convforge_0
     buf = pynq.allocate((64,), np.uint8)
@@ -133,16 +136,6 @@ def test_device_that_never_raises_done_times_out_naming_the_register_state(tmp_p
         accel._wait_done(0.2, t0)
     assert time.perf_counter() - t0 < 5
     assert accel.read(csr.ADDR_STATUS) == 0  # soft-reset after the timeout
-
-
-def test_rtl_backend_names_the_missing_bridge_and_where_the_rtl_is_verified(tmp_path):
-    import pynq
-
-    from convforge.sw.runtime import simdevice
-
-    dev = simdevice.use_simdevice("rtl")
-    with pytest.raises(SimulationError, match="backend .rtl.*not built yet.*tests/sim/test_accel.py"):
-        pynq.Overlay(str(simdevice.write_sim_overlay(tmp_path / "rtl.bit")), device=dev)
 
 
 def test_sim_overlay_file_errors_name_the_file(tmp_path):
