@@ -46,8 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--program", type=Path, default=None,
                    help="a Program file from `convforge compile` (default: compile for the hardware)")  # fmt: skip
     p.add_argument("--timeout", type=positive_float, default=None,
-                   help="seconds a frame may take (driver timeout; default 60, on rtl from the Program's "
-                        "predicted cycles, at least 600)")  # fmt: skip
+                   help="seconds a frame may take (driver timeout; default 60, on rtl 6 hours)")
     p.add_argument("--json", action="store_true", help="print the detections as JSON instead of a table")
 
 
@@ -76,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
     from convforge.sw.commands.rtl import resolve_config
 
     graph, ckpt = _load_graph(args.model, args.checkpoint, args.input_size)
+    size = int(graph.tensors[graph.input].shape[1])
+    if args.overlap >= size:  # before opening a backend (rtl takes a while to start)
+        from convforge.errors import ConfigError
+
+        raise ConfigError(f"--overlap {args.overlap} px must be below the network input side {size} px; "
+                          "pass a smaller --overlap (or a larger --input-size)")
     engine = resolve_config(args.board, args.config) if args.backend in ("emu", "rtl") else None
     session = open_session(args.backend, graph, args.board, args.overlay, args.program, args.out / "sim",
                            args.timeout, engine=engine, progress=args.backend == "rtl" and not args.json)  # fmt: skip
