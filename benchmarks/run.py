@@ -405,6 +405,52 @@ def bench_driver(frames: int = 7) -> dict:
         flush=True,
     )
     _merge_results({"driver": {"emu": row}})
+    return {"emu": row, "rtl": bench_driver_rtl()}
+
+
+def bench_driver_rtl(size: int = 32) -> dict:
+    """The same driver on SimDevice ``rtl`` (the Verilator model of the accelerator top for the
+    Ultra96-V2 engine, behind the sim.bridge child process): the shipped tree model exported at
+    ``size`` x ``size`` (a 416x416 frame would take hours), one frame after the model is built
+    (cached) and started: wall time per frame, the RTL's own cycle counter and the simulation
+    rate. Recorded under ``driver.rtl``."""
+    import tempfile
+
+    import numpy as np
+
+    from convforge.hw.boards import get_board
+    from convforge.models.quant.export import export_qgraph
+    from convforge.models.train.checkpoint import load_checkpoint
+    from convforge.models.train.inference import qat_model
+    from convforge.models.train.zoo import default_checkpoint
+    from convforge.sw.runtime.session import open_session
+
+    board = get_board("ultra96v2")
+    path = default_checkpoint()
+    graph = export_qgraph(qat_model(load_checkpoint(path), path).eval(), (size, size))
+    image = np.random.default_rng(2).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as work:
+        t = time.perf_counter()
+        session = open_session("rtl", graph, board.name, workdir=work)
+        t_open = time.perf_counter() - t
+        sim = session.accel.device.csr
+        c0, t = sim.cycle, time.perf_counter()
+        frame = session.accel.run(image, timeout_s=3600)
+        t_frame, simulated = time.perf_counter() - t, sim.cycle - c0
+        session.accel.device.close()
+    prog = session.accel.program
+    row = {"backend": "rtl", "board": board.name, "model": path.stem, "input": [size, size], "frames": 1,
+           "descriptors": prog.n_descriptors, "buffer_bytes": prog.buffer_bytes,
+           "open_s": t_open, "driver_s_per_frame": t_frame, "driver_fps": 1.0 / t_frame,
+           "rtl_cycles_per_frame": frame.counters["cycles"], "predicted_cycles_per_frame": prog.cycles.get("cycles"),
+           "simulated_cycles_per_s": simulated / t_frame}  # fmt: skip
+    print(
+        f"  driver on SimDevice rtl ({size}x{size}): {t_frame:.1f} s/frame ({1 / t_frame:.4f} fps), "
+        f"{frame.counters['cycles']} RTL cycles at {simulated / t_frame:.0f} simulated cycles/s "
+        f"(open: build cache + start + load {t_open:.1f} s)",
+        flush=True,
+    )
+    _merge_results({"driver": {"rtl": row}})
     return row
 
 
