@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from convforge.sw.cli import main
@@ -52,8 +53,44 @@ def test_pynq_backend_without_a_board_says_what_is_missing(tmp_path, capsys):
     assert "found no programmable-logic device" in cap.err and "--overlay" in cap.err
 
 
-def test_rtl_backend_says_which_piece_is_missing(tmp_path, capsys):
+def _small_config(tmp_path):
+    from convforge.sim.regress_accel import ACCEL_TEST_CONFIG
+
+    path = tmp_path / "small_engine.toml"
+    path.write_text(ACCEL_TEST_CONFIG.to_toml())
+    return ACCEL_TEST_CONFIG, path
+
+
+def test_input_size_and_config_reach_the_network_and_the_simulated_overlay(tmp_path, capsys):
     image = tmp_path / "a.png"
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
-    rc, cap = _run(capsys, image, "--backend", "rtl", "--out", tmp_path)
-    assert rc == 2 and "backend 'rtl'" in cap.err and "not built yet" in cap.err
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (70, 50, 3), dtype=np.uint8)).save(image)
+    engine, toml = _small_config(tmp_path)
+    # an overlap the input cannot take is refused before any backend opens
+    rc, cap = _run(capsys, image, "--backend", "rtl", "--input-size", "32", "--out", tmp_path)
+    assert rc == 2 and "--overlap 64 px must be below the network input side 32 px" in cap.err
+    results = {}
+    for backend in ("emu", "int"):
+        rc, cap = _run(capsys, image, "--backend", backend, "--input-size", "64", "--config", toml, "--overlap", "8",
+                       "--score-thresh", "0.01", "--out", tmp_path / backend, "--json")  # fmt: skip
+        assert rc == 0, cap.err
+        results[backend] = json.loads(cap.out)
+    assert results["emu"]["session"]["engine"] == engine.to_dict()
+    assert results["emu"]["images"][0]["detections"] == results["int"]["images"][0]["detections"]
+
+
+@pytest.mark.slow  # ~1 min: one 32x32 frame of the small engine in Verilator
+@pytest.mark.simulator("verilator")
+def test_detect_on_simdevice_rtl_equals_the_integer_reference(tmp_path, capsys):
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(image)
+    engine, toml = _small_config(tmp_path)
+    results = {}
+    for backend in ("rtl", "int"):
+        rc, cap = _run(capsys, image, "--backend", backend, "--input-size", "32", "--config", toml, "--overlap", "0",
+                       "--score-thresh", "0.01", "--out", tmp_path / backend, "--json")  # fmt: skip
+        assert rc == 0, cap.err
+        results[backend] = json.loads(cap.out)
+    rtl = results["rtl"]
+    assert rtl["session"]["device"] == "convforge SimDevice (rtl)" and rtl["session"]["engine"] == engine.to_dict()
+    assert rtl["images"][0]["detections"] == results["int"]["images"][0]["detections"]
+    assert rtl["images"][0]["frames"][0]["counters"]["cycles"] > 0
