@@ -117,7 +117,7 @@ class RtlSimulation:
         request_timeout_s: seconds one request may take before the child counts as hung.
         startup_timeout_s: seconds from launch to the child's first message.
         progress: called as ``progress(cycle, in_flight)`` after every answer (cycle: the
-            simulation's clock cycle count since reset).
+            simulation's clock cycle count since it started).
 
     Raises:
         SimulationError: the simulator is missing, the build failed, or the child did not
@@ -145,11 +145,16 @@ class RtlSimulation:
         self._tmpdir = tempfile.mkdtemp(prefix="cf-rtl-")
         path = os.path.join(self._tmpdir, "bridge.sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        listener.listen(1)
-        self.testbench = launch_testbench(
-            self.handle, "convforge.sim.tb_bridge", run_name="simdevice",
-            params={"socket": path, "chunk_cycles": int(chunk_cycles), "ram_bytes": RAM_BYTES})
+        try:
+            listener.bind(path)
+            listener.listen(1)
+            self.testbench = launch_testbench(
+                self.handle, "convforge.sim.tb_bridge", run_name="simdevice",
+                params={"socket": path, "chunk_cycles": int(chunk_cycles), "ram_bytes": RAM_BYTES})
+        except BaseException:
+            listener.close()
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            raise
         self._finalizer = weakref.finalize(self, _shutdown, None, self.testbench, self._tmpdir)
         try:
             self._sock = self._accept(listener, float(startup_timeout_s))

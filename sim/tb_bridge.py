@@ -6,7 +6,7 @@ Parameters (``tb_params()``): ``socket`` (path the parent listens on), ``chunk_c
 (cycles between two looks at the socket while a frame runs), ``ram_bytes``.
 
 Requests (``op``): ``read`` / ``write`` a CSR word, ``mem_write`` / ``mem_read`` bytes of the
-DDR model, ``status``. Every reply carries ``cycle`` (clock cycles since reset), ``irq``
+DDR model, ``status``. Every reply carries ``cycle`` (clock cycles since the simulation started), ``irq``
 (the ``irq`` output) and ``in_flight``, and ``error`` when the request failed (an AXI
 error response, an address outside the RAM). The test ends when the parent closes the
 socket.
