@@ -46,7 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--board", default="ultra96v2", help="board whose default engine the RTL step builds")
     p.add_argument("--backend", choices=("emu", "rtl"), default="emu",
-                   help="SimDevice backend behind the PYNQ driver that runs every view (emulator or Verilator)")
+                   help="SimDevice backend behind the PYNQ driver that runs every view: emu (the emulator) or rtl (the "
+                        "Verilator model of the accelerator top: hours per 416x416 view; see `convforge detect "
+                        "--backend rtl --input-size 32` for a run of minutes)")
     p.add_argument(
         "--score-thresh",
         type=score,
