@@ -220,7 +220,10 @@ def whole_views(sources: list[SourceImage], input_size: int) -> list[View]:
     return [View(i, 0, 0, max(src.width, src.height)) for i, src in enumerate(sources)]
 
 
-TREE_AUGMENT = Augment(scale_range=(0.7, 1.4), shift=0.25, hflip=True, vflip=True, transpose=True)
+#: Aerial tree crowns: all eight rotations/mirrors, zoom 0.6-1.6 (crown sizes differ by site) and
+#: strong colour jitter (the training site YELL and the test sites OSBS / SOAP differ in light and season).
+TREE_AUGMENT = Augment(scale_range=(0.6, 1.6), shift=0.25, hflip=True, vflip=True, transpose=True,
+                       brightness=0.4, contrast=0.4, saturation=0.5)
 VOC_AUGMENT = Augment(scale_range=(0.6, 1.4), shift=0.2, hflip=True, vflip=False)
 
 _SPEC_HELP = (
