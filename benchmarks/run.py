@@ -174,17 +174,18 @@ def bench_rtl_throughput() -> dict:
 
 
 def bench_synth() -> dict:
-    """Yosys resource estimates of every unit for each board's default engine."""
+    """Yosys resource estimates of the whole accelerator and every unit for each board's default engine."""
     import tempfile
 
-    from convforge.sw.commands.synth import synth_report
+    from convforge.hw.boards import get_board
+    from convforge.hw.estimate import estimate
 
     out = {}
     for board in ("ultra96v2", "pynqz2"):
         with tempfile.TemporaryDirectory() as work:
             t = time.perf_counter()
-            out[board] = synth_report(board, None, None, Path(work), jobs=2)
-            out[board]["seconds"] = time.perf_counter() - t
+            out[board] = estimate(get_board(board).engine, board, units=None, work=Path(work), jobs=2).to_dict()
+            out[board]["seconds_total"] = time.perf_counter() - t
     return out
 
 
