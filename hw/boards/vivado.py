@@ -519,9 +519,8 @@ if {{$board_part ne ""}} {{
 }}
 # the IP: check the generated component.xml before using it
 ipx::open_core [file join $out {IP_DIR.as_posix()} component.xml]
-if {{![ipx::check_integrity -quiet [ipx::current_core]]}} {{
-  ipx::check_integrity [ipx::current_core]
-  error "convforge: the generated IP {ACCEL_VLNV} failed ipx::check_integrity (messages above)"
+if {{[catch {{ipx::check_integrity [ipx::current_core]}} msg]}} {{
+  error "convforge: the generated IP {ACCEL_VLNV} failed ipx::check_integrity: $msg"
 }}
 ipx::unload_core [ipx::current_core]
 set_property ip_repo_paths [list [file join $out ip]] [current_project]
@@ -699,3 +698,44 @@ def run_vivado(project: VivadoProject, vivado: str, jobs: int = 4, timeout_s: fl
     timing = json.loads((project.out / "timing.json").read_text())
     return BuildResult(project.out / f"{OVERLAY_NAME}.bit", project.out / f"{OVERLAY_NAME}.hwh", timing,
                        time.monotonic() - t0, project.log)
+
+
+@dataclass(frozen=True)
+class Build:
+    """What :func:`build` did: the fit report, the written project, the Vivado result
+    (None when Vivado did not run)."""
+
+    fit: object
+    project: VivadoProject
+    result: BuildResult | None
+
+
+def build(cfg: EngineConfig, board: Board, out: Path, *, vivado: str | None = None, run: bool = True,
+          jobs: int = 4, timeout_s: float = DEFAULT_TIMEOUT_S,
+          progress: Callable[[str], None] | None = print) -> Build:
+    """The board flow: refuse a configuration that does not fit, write the project, run Vivado.
+
+    1. :func:`check_engine` (the PS ports) and :func:`convforge.hw.estimate.check_fit` (the
+       yosys estimate of the whole accelerator against the part) -- before anything is
+       written to ``out``;
+    2. :func:`write_project`;
+    3. with ``run`` and a Vivado executable (``vivado`` or :func:`find_vivado`):
+       :func:`run_vivado`.
+
+    Raises:
+        ResourceError: the estimate does not fit the part (nothing written).
+        ConfigError, ConvforgeError: as the steps above.
+    """
+    from convforge.hw import estimate  # noqa: PLC0415
+
+    check_engine(cfg, board)
+    if progress:
+        progress(f"checking that the accelerator fits {board.part} (yosys estimate of the whole top; "
+                 "cached by the Verilog's sha256 after the first run)")
+    fit = estimate.check_fit(cfg, board)
+    if progress:
+        progress(fit.format_table())
+    project = write_project(cfg, board, out, jobs)
+    exe = vivado or find_vivado()
+    result = run_vivado(project, exe, jobs, timeout_s, progress) if run and exe else None
+    return Build(fit, project, result)

@@ -1,0 +1,98 @@
+"""``convforge build``: the FPGA overlay of a board (Vivado flow; ECP5 boards: the open-source flow)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from convforge.sw.argtypes import positive_int
+from convforge.sw.commands.rtl import add_board_config_arguments, resolve_config
+
+NAME = "build"
+HELP = "build a board's overlay: Vivado IP + block design + bitstream (.bit/.hwh), or the Tcl to run elsewhere"
+DESCRIPTION = (
+    "Build the PYNQ overlay of --board (ultra96v2, pynq-z2, kv260) for the board's EngineConfig or "
+    "--config FILE.toml. First the yosys estimate of the whole accelerator is checked against the "
+    "part: a configuration that does not fit is refused before anything is written (the error names "
+    "the resource and the EngineConfig fields to shrink; the first estimate takes minutes, later ones "
+    "are cached). Then OUT gets the Vivado IP (ip/convforge_accel: component.xml + Verilog), the block "
+    "design and build scripts (vivado/*.tcl), engine.toml and manifest.json. With `vivado` on PATH "
+    "(or --vivado) the flow runs and writes OUT/convforge.bit, OUT/convforge.hwh, timing_summary.rpt, "
+    "utilization.rpt and timing.json (log: OUT/vivado.log); without it, the command prints the one "
+    "command to run on a machine with Vivado and what to copy to the board. Open-source boards "
+    "(ECP5, convforge.hw.boards.ecp5) are dispatched to their own flow. docs/boards.md has the details."
+)
+
+#: The open-source (ECP5) flow: a module with ``BOARDS`` (names it builds) and
+#: ``run_build(args) -> int`` (the same parsed arguments). Dispatched before the Vivado boards.
+OPEN_SOURCE_FLOW = "convforge.hw.boards.ecp5"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_board_config_arguments(p)
+    p.add_argument("--out", type=Path, required=True, help="output directory (project and overlay files)")
+    p.add_argument("--jobs", type=positive_int, default=4, help="parallel Vivado jobs (synthesis/implementation)")
+    p.add_argument("--timeout", type=positive_int, default=4 * 3600,
+                   help="seconds the Vivado run may take before it is stopped")
+    p.add_argument("--vivado", help="Vivado executable (default: `vivado` on PATH, or $XILINX_VIVADO/bin/vivado)")
+    p.add_argument("--no-run", action="store_true",
+                   help="write the project and print the command even when Vivado is available")
+
+
+def open_source_flow(board: str) -> ModuleType | None:
+    """The open-source flow module if it builds ``board``, else None (Vivado boards)."""
+    try:
+        module = importlib.import_module(OPEN_SOURCE_FLOW)
+    except ModuleNotFoundError as exc:
+        if exc.name != OPEN_SOURCE_FLOW:
+            raise
+        return None
+    key = board.lower().replace("-", "").replace("_", "")
+    return module if key in getattr(module, "BOARDS", ()) else None
+
+
+def board_instructions(out: Path, command: str, board_name: str) -> str:
+    """What to run on a machine with Vivado, and what to copy to the board."""
+    return "\n".join([
+        "Vivado is not on PATH here: the project is written, nothing was synthesised.",
+        f"On a machine with Vivado (2020.2 or newer; copy {out} there first), run:",
+        f"  cd {out} && {command}",
+        f"It writes {out}/convforge.bit, {out}/convforge.hwh, timing_summary.rpt and timing.json "
+        "(exit 2: timing not met, the files are still written).",
+        "Then package the overlay for the board (bitstream, compiled Program, driver, notebook):",
+        f"  convforge package --board {board_name} --build {out} --out dist/",
+        "and on the board: pip install the wheel from dist/ and run `pynq get-notebooks convforge`;",
+        "or copy convforge.bit and convforge.hwh next to the notebook (PYNQ loads them as a pair).",
+    ])
+
+
+def run(args: argparse.Namespace) -> int:
+    flow = open_source_flow(args.board)
+    if flow is not None:
+        return int(flow.run_build(args))
+
+    from convforge.hw.boards import get_board
+    from convforge.hw.boards import vivado
+
+    board = get_board(args.board)
+    cfg = resolve_config(args.board, args.config)
+    done = vivado.build(cfg, board, args.out, vivado=args.vivado, run=not args.no_run, jobs=args.jobs,
+                        timeout_s=float(args.timeout), progress=lambda line: print(line, flush=True))
+    project = done.project
+    print(f"wrote {args.out}: {', '.join(sorted(project.files))}, manifest.json")
+    if done.result is None:
+        print(board_instructions(args.out, project.command, board.name))
+        return 0
+    r = done.result
+    t = r.timing
+    print(f"wrote {r.bit} and {r.hwh} in {r.seconds / 60:.1f} min (log {r.log})")
+    print(f"clock {t['clock_mhz_actual']} MHz (EngineConfig {t['clock_mhz_requested']} MHz): "
+          f"WNS {t['wns_ns']} ns, WHS {t['whs_ns']} ns")
+    if not r.timing_met:
+        print(f"TIMING NOT MET: worst setup path {t['worst_from']} -> {t['worst_to']} misses by "
+              f"{-float(t['wns_ns']):.3f} ns; lower clock_mhz or see {args.out}/timing_summary.rpt")
+        return 1
+    print(f"copy {r.bit} and {r.hwh} to the board, or: convforge package --board {board.name} --build {args.out}")
+    return 0
