@@ -465,7 +465,7 @@ def block_design_tcl(cfg: EngineConfig, board: Board) -> str:
         f"set_property -dict [list \\\n  {_tcl_dict(ps.ps_config(cfg))} \\\n] $ps",
         f"set requested_mhz {cfg.clock_mhz:g}",
         f"set actual_mhz [get_property {ps.actual_clock_property} $ps]",
-        f'puts "convforge: PL clock 0 requested $requested_mhz MHz, the PS reaches $actual_mhz MHz"',
+        'puts "convforge: PL clock 0 requested $requested_mhz MHz, the PS reaches $actual_mhz MHz"',
         f"if {{abs($actual_mhz - $requested_mhz) > {CLOCK_TOLERANCE} * $requested_mhz}} {{\n"
         '  error "convforge: the PS cannot make $requested_mhz MHz (it reaches $actual_mhz MHz); '
         'choose an EngineConfig.clock_mhz the PL clock divider reaches"\n}',
@@ -482,7 +482,8 @@ def block_design_tcl(cfg: EngineConfig, board: Board) -> str:
         "connect_bd_net " + " ".join(f"[get_bd_pins {pin}]" for pin in (
             f"{p}/{ps.pl_clk}", f"{p}/{ps.gp_master_clk}", f"{p}/{ps.hp_slave_clk}", f"{ACCEL_INSTANCE}/{CLOCK_PORT}",
             "proc_sys_reset_0/slowest_sync_clk",
-            *(f"{ic}/{c}" for ic in ("csr_interconnect", "ddr_interconnect") for c in ("ACLK", "S00_ACLK", "M00_ACLK")))),
+            *(f"{ic}/{c}" for ic in ("csr_interconnect", "ddr_interconnect")
+              for c in ("ACLK", "S00_ACLK", "M00_ACLK")))),
         f"connect_bd_net [get_bd_pins {p}/{ps.pl_resetn}] [get_bd_pins proc_sys_reset_0/ext_reset_in]",
         f"connect_bd_net [get_bd_pins proc_sys_reset_0/peripheral_reset] [get_bd_pins {ACCEL_INSTANCE}/{RESET_PORT}]",
         "connect_bd_net [get_bd_pins proc_sys_reset_0/interconnect_aresetn] "
@@ -542,10 +543,14 @@ set_property top {BD_NAME}_wrapper [current_fileset]
 update_compile_order -fileset sources_1
 launch_runs synth_1 -jobs $jobs
 wait_on_run synth_1
-if {{[get_property PROGRESS [get_runs synth_1]] ne "100%"}} {{ error "convforge: synthesis failed; see the synth_1 log" }}
+if {{[get_property PROGRESS [get_runs synth_1]] ne "100%"}} {{
+  error "convforge: synthesis failed; see the synth_1 log"
+}}
 launch_runs impl_1 -to_step write_bitstream -jobs $jobs
 wait_on_run impl_1
-if {{[get_property PROGRESS [get_runs impl_1]] ne "100%"}} {{ error "convforge: implementation failed; see the impl_1 log" }}
+if {{[get_property PROGRESS [get_runs impl_1]] ne "100%"}} {{
+  error "convforge: implementation failed; see the impl_1 log"
+}}
 open_run impl_1
 report_timing_summary -max_paths 10 -file [file join $out timing_summary.rpt]
 report_utilization -file [file join $out utilization.rpt]
@@ -554,17 +559,25 @@ set whs [get_property STATS.WHS [get_runs impl_1]]
 set worst [get_timing_paths -max_paths 1 -setup]
 set path_from [get_property STARTPOINT_PIN $worst]
 set path_to [get_property ENDPOINT_PIN $worst]
-file copy -force [file join [get_property DIRECTORY [get_runs impl_1]] {BD_NAME}_wrapper.bit] [file join $out {OVERLAY_NAME}.bit]
+set bit [file join [get_property DIRECTORY [get_runs impl_1]] {BD_NAME}_wrapper.bit]
+file copy -force $bit [file join $out {OVERLAY_NAME}.bit]
 set hwh [lindex [get_files -all -quiet */{BD_NAME}.hwh] 0]
 if {{$hwh eq ""}} {{ error "convforge: no {BD_NAME}.hwh among the block design's generated files" }}
 file copy -force $hwh [file join $out {OVERLAY_NAME}.hwh]
 set actual_mhz [get_property {ps.actual_clock_property} [get_bd_cells {ps.cell}]]
 set fh [open [file join $out timing.json] w]
-puts $fh "{{\\"board\\": \\"{board.name}\\", \\"part\\": \\"$part\\", \\"clock_mhz_requested\\": {cfg.clock_mhz:g}, \\"clock_mhz_actual\\": $actual_mhz, \\"wns_ns\\": $wns, \\"whs_ns\\": $whs, \\"worst_from\\": \\"$path_from\\", \\"worst_to\\": \\"$path_to\\"}}"
+set items {{}}
+foreach {{key val}} [list board {board.name} part $part clock_mhz_requested {cfg.clock_mhz:g} \\
+    clock_mhz_actual $actual_mhz wns_ns $wns whs_ns $whs worst_from $path_from worst_to $path_to] {{
+  lappend items [expr {{[string is double -strict $val] ? "\\"$key\\": $val" : "\\"$key\\": \\"$val\\""}}]
+}}
+puts $fh "{{[join $items {{, }}]}}"
 close $fh
-puts "convforge: wrote [file join $out {OVERLAY_NAME}.bit] and [file join $out {OVERLAY_NAME}.hwh]; WNS $wns ns, WHS $whs ns"
+puts "convforge: wrote [file join $out {OVERLAY_NAME}.bit] and [file join $out {OVERLAY_NAME}.hwh];\
+ WNS $wns ns, WHS $whs ns"
 if {{$wns < 0 || $whs < 0}} {{
-  puts "convforge: TIMING NOT MET at $actual_mhz MHz: WNS $wns ns (worst path $path_from -> $path_to); see timing_summary.rpt"
+  puts "convforge: TIMING NOT MET at $actual_mhz MHz: WNS $wns ns\
+ (worst path $path_from -> $path_to); see timing_summary.rpt"
   exit 2
 }}
 exit 0

@@ -73,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if flow is not None:
         return int(flow.run_build(args))
 
-    from convforge.hw.boards import get_board
-    from convforge.hw.boards import vivado
+    from convforge.hw.boards import get_board, vivado
 
     board = get_board(args.board)
     cfg = resolve_config(args.board, args.config)

@@ -61,7 +61,8 @@ def _portmap(bi):
 
 
 def _params(bi):
-    return {_text(p, "spirit:name"): _text(p, "spirit:value") for p in bi.findall("spirit:parameters/spirit:parameter", NS)}
+    return {_text(p, "spirit:name"): _text(p, "spirit:value")
+            for p in bi.findall("spirit:parameters/spirit:parameter", NS)}
 
 
 def _ports(root):
@@ -121,7 +122,8 @@ def test_component_xml_interfaces_widths_and_identity(board):
     assert mapped == set(ports)
     assert {f.text for f in root.findall("spirit:fileSets/spirit:fileSet/spirit:file/spirit:name", NS)} == \
         {v.HDL_FILE.as_posix()}
-    assert {e.text for e in root.findall("spirit:model/spirit:views/spirit:view/spirit:modelName", NS)} == {v.TOP_MODULE}
+    views = root.findall("spirit:model/spirit:views/spirit:view/spirit:modelName", NS)
+    assert {e.text for e in views} == {v.TOP_MODULE}
     assert _text(root, "spirit:vendorExtensions/xilinx:coreExtensions/xilinx:supportedFamilies/xilinx:family") == \
         ps.vivado_family
 

@@ -87,7 +87,8 @@ def test_wheel_carries_placeholder_program_notebook_and_entry_points(overlay_whe
         placeholder = zf.read(f"convforge_overlay/overlays/convforge/{NOT_BUILT}").decode()
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert overlay_wheel.wheel.name.startswith("convforge_overlay_ultra96v2-")
-    assert {f"convforge_overlay/notebooks/{f}" for f in ("convforge_detect.ipynb", DEFAULT_PROGRAM, SAMPLE_IMAGE)} <= names
+    shipped = ("convforge_detect.ipynb", DEFAULT_PROGRAM, SAMPLE_IMAGE)
+    assert {f"convforge_overlay/notebooks/{f}" for f in shipped} <= names
     assert not any(n.endswith(".bit") for n in names) and not overlay_wheel.built
     assert build_command(get_board("ultra96v2")) in placeholder
     assert info["board"] == "ultra96v2" and info["engine"] == get_board("ultra96v2").engine.to_dict()
