@@ -298,6 +298,12 @@ def _vlnv(parent: ET.Element, tag: str, vlnv: str) -> None:
     _sub(parent, tag, spirit__vendor=vendor, spirit__library=library, spirit__name=name, spirit__version=version)
 
 
+#: Bus parameters the block design may overwrite by propagation (``presence optional``, as
+#: Vivado's IP packager marks them): the PS's PL clock is the PLL's nearest frequency
+#: (249.9975 MHz for 250), and a fixed FREQ_HZ would disagree with it.
+PROPAGATED_PARAMETERS = ("FREQ_HZ",)
+
+
 def _parameters(parent: ET.Element, params: dict[str, str], bus: str) -> None:
     if not params:
         return
@@ -306,6 +312,9 @@ def _parameters(parent: ET.Element, params: dict[str, str], bus: str) -> None:
         p = _sub(ps, "spirit:parameter")
         _sub(p, "spirit:name", name)
         _sub(p, "spirit:value", value, spirit__id=f"BUSIFPARAM_VALUE.{bus.upper()}.{name}")
+        if name in PROPAGATED_PARAMETERS:
+            info = _sub(_sub(p, "spirit:vendorExtensions"), "xilinx:parameterInfo")
+            _sub(_sub(info, "xilinx:enablement"), "xilinx:presence", "optional")
 
 
 #: Bus interfaces of the IP: name -> (bus type VLNV, mode, parameters). AXI logical ports

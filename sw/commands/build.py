@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import sys
 from pathlib import Path
 from types import ModuleType
 
-from convforge.sw.argtypes import positive_int
+from convforge.hw.config import EngineConfig
+from convforge.sw.argtypes import non_negative_int, positive_int
 from convforge.sw.commands.rtl import add_board_config_arguments, resolve_config
 
 NAME = "build"
@@ -25,8 +28,9 @@ DESCRIPTION = (
     "(ECP5, convforge.hw.boards.ecp5) are dispatched to their own flow. docs/boards.md has the details."
 )
 
-#: The open-source (ECP5) flow: a module with ``BOARDS`` (names it builds) and
-#: ``run_build(args) -> int`` (the same parsed arguments). Dispatched before the Vivado boards.
+#: The open-source (ECP5) flow (engineer synth's :mod:`convforge.hw.boards.ecp5`):
+#: ``ecp5_boards() -> {name: board}`` and ``build(config | None, out, board, seed=, timeout_s=)``
+#: returning a result with ``summary()`` and ``to_dict()``. Dispatched before the Vivado boards.
 OPEN_SOURCE_FLOW = "convforge.hw.boards.ecp5"
 
 
@@ -39,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vivado", help="Vivado executable (default: `vivado` on PATH, or $XILINX_VIVADO/bin/vivado)")
     p.add_argument("--no-run", action="store_true",
                    help="write the project and print the command even when Vivado is available")
+    p.add_argument("--seed", type=non_negative_int, default=1, help="nextpnr placer seed (ECP5 boards)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def open_source_flow(board: str) -> ModuleType | None:
@@ -49,8 +55,11 @@ def open_source_flow(board: str) -> ModuleType | None:
         if exc.name != OPEN_SOURCE_FLOW:
             raise
         return None
-    key = board.lower().replace("-", "").replace("_", "")
-    return module if key in getattr(module, "BOARDS", ()) else None
+    return module if _key(board) in module.ecp5_boards() else None
+
+
+def _key(board: str) -> str:
+    return board.lower().replace("-", "").replace("_", "")
 
 
 def board_instructions(out: Path, command: str, board_name: str) -> str:
@@ -71,27 +80,43 @@ def board_instructions(out: Path, command: str, board_name: str) -> str:
 def run(args: argparse.Namespace) -> int:
     flow = open_source_flow(args.board)
     if flow is not None:
-        return int(flow.run_build(args))
+        config = EngineConfig.from_toml(args.config) if args.config is not None else None
+        print(f"building {args.board} into {args.out} (yosys, nextpnr, ecppack; logs there) ...", flush=True)
+        result = flow.build(config, args.out, _key(args.board), seed=args.seed, timeout_s=float(args.timeout))
+        print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
+        return 0
 
     from convforge.hw.boards import get_board, vivado
 
     board = get_board(args.board)
     cfg = resolve_config(args.board, args.config)
+    log = sys.stderr if args.json else sys.stdout  # --json: only the JSON on stdout
+
+    def say(line: str) -> None:
+        print(line, file=log, flush=True)
+
     done = vivado.build(cfg, board, args.out, vivado=args.vivado, run=not args.no_run, jobs=args.jobs,
-                        timeout_s=float(args.timeout), progress=lambda line: print(line, flush=True))
-    project = done.project
-    print(f"wrote {args.out}: {', '.join(sorted(project.files))}, manifest.json")
-    if done.result is None:
-        print(board_instructions(args.out, project.command, board.name))
+                        timeout_s=float(args.timeout), progress=say)
+    project, r = done.project, done.result
+    if args.json:
+        print(json.dumps({
+            "board": board.name, "part": board.part, "out": str(args.out), "fit": done.fit.to_dict(),
+            "files": project.files, "command": f"cd {args.out} && {project.command}",
+            "vivado": None if r is None else {"bit": str(r.bit), "hwh": str(r.hwh), "timing": r.timing,
+                                               "timing_met": r.timing_met, "seconds": r.seconds, "log": str(r.log)},
+        }, indent=2))
+        return 0 if r is None or r.timing_met else 1
+    say(f"wrote {args.out}: {', '.join(sorted(project.files))}, manifest.json")
+    if r is None:
+        say(board_instructions(args.out, project.command, board.name))
         return 0
-    r = done.result
     t = r.timing
-    print(f"wrote {r.bit} and {r.hwh} in {r.seconds / 60:.1f} min (log {r.log})")
-    print(f"clock {t['clock_mhz_actual']} MHz (EngineConfig {t['clock_mhz_requested']} MHz): "
-          f"WNS {t['wns_ns']} ns, WHS {t['whs_ns']} ns")
+    say(f"wrote {r.bit} and {r.hwh} in {r.seconds / 60:.1f} min (log {r.log})")
+    say(f"clock {t['clock_mhz_actual']} MHz (EngineConfig {t['clock_mhz_requested']} MHz): "
+        f"WNS {t['wns_ns']} ns, WHS {t['whs_ns']} ns")
     if not r.timing_met:
-        print(f"TIMING NOT MET: worst setup path {t['worst_from']} -> {t['worst_to']} misses by "
-              f"{-float(t['wns_ns']):.3f} ns; lower clock_mhz or see {args.out}/timing_summary.rpt")
+        say(f"TIMING NOT MET: worst setup path {t['worst_from']} -> {t['worst_to']} (WNS {t['wns_ns']} ns, "
+            f"WHS {t['whs_ns']} ns); lower clock_mhz or see {args.out}/timing_summary.rpt")
         return 1
-    print(f"copy {r.bit} and {r.hwh} to the board, or: convforge package --board {board.name} --build {args.out}")
+    say(f"copy {r.bit} and {r.hwh} to the board, or: convforge package --board {board.name} --build {args.out}")
     return 0

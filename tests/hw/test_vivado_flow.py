@@ -304,3 +304,50 @@ def test_build_cli_refuses_a_config_that_does_not_fit_before_writing(tmp_path, m
     assert main(["build", "--board", "pynq-z2", "--out", str(out)]) == 2
     assert "DSP 900 of 220" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_build_cli_json_reports_timing_not_met(tmp_path, monkeypatch, capsys):
+    from convforge.sw.cli import main
+
+    _fake_vivado_on_path(tmp_path, monkeypatch)
+    monkeypatch.setenv("FAKE_VIVADO_WNS", "-0.75")
+    _fits(monkeypatch, [])
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL.to_toml())
+    out = tmp_path / "build"
+    assert main(["build", "--board", "kv260", "--config", str(config), "--out", str(out), "--json"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["vivado"]["timing_met"] is False and report["vivado"]["timing"]["wns_ns"] == -0.75
+    assert report["vivado"]["timing"]["worst_to"].endswith("out_reg/D")
+    assert report["fit"]["fits"] is True and report["part"] == "xck26-sfvc784-2LV-c"
+    assert "TIMING NOT MET" in captured.err  # Vivado's own line, streamed as progress
+
+
+def test_build_cli_dispatches_open_source_boards(tmp_path, monkeypatch, capsys):
+    """ECP5 boards go to convforge.hw.boards.ecp5 (engineer synth's flow); Vivado boards do not."""
+    import types
+
+    from convforge.sw.cli import main
+
+    built = []
+
+    class Result:
+        def summary(self):
+            return "ecp5 summary"
+
+        def to_dict(self):
+            return {}
+
+    fake = types.ModuleType("convforge.hw.boards.ecp5")
+    fake.ecp5_boards = lambda: {"ecpix5": object()}
+    fake.build = lambda config, out, board, seed, timeout_s: built.append((config, out, board, seed)) or Result()
+    monkeypatch.setitem(sys.modules, "convforge.hw.boards.ecp5", fake)
+    assert main(["build", "--board", "ECPIX-5", "--out", str(tmp_path / "e"), "--seed", "3"]) == 0
+    assert built == [(None, tmp_path / "e", "ecpix5", 3)] and "ecp5 summary" in capsys.readouterr().out
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    _fits(monkeypatch, [])
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL.to_toml())
+    assert main(["build", "--board", "ultra96v2", "--config", str(config), "--out", str(tmp_path / "u")]) == 0
+    assert len(built) == 1
