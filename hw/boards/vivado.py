@@ -48,11 +48,15 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from convforge.errors import ConfigError, ConvforgeError
 from convforge.hw.boards import Board
 from convforge.hw.config import EngineConfig
 from convforge.hw.ip import ACCEL_INSTANCE, ACCEL_VLNV, csr_base_address
+
+if TYPE_CHECKING:
+    from convforge.hw.estimate import FitReport
 
 #: Verilog top module of the packaged IP.
 TOP_MODULE = "convforge_accel"
@@ -734,7 +738,7 @@ class Build:
     """What :func:`build` did: the fit report, the written project, the Vivado result
     (None when Vivado did not run)."""
 
-    fit: object
+    fit: FitReport
     project: VivadoProject
     result: BuildResult | None
 
