@@ -13,7 +13,7 @@ DESCRIPTION = (
     "Build the pip-installable PYNQ overlay package convforge-overlay-<board> into --out: the "
     "convforge.bit/.hwh of --build DIR (the output of `convforge build`; without --build a "
     "NOT_BUILT.txt placeholder names the build command), the shipped model compiled for the "
-    "board's EngineConfig (or --config; --qgraph NAME=FILE adds or replaces Programs), the "
+    "board's EngineConfig (or --config; --qgraph NAME=FILE compiles other QGraphs instead), the "
     "notebook and a sample image. PYNQ finds them through the entry points pynq.overlays "
     "(Overlay('convforge.bit')) and pynq.notebooks (`pynq get-notebooks convforge`). Built "
     "offline with pip wheel --no-build-isolation. On the board: pip install the wheel (and convforge)."
