@@ -43,6 +43,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -711,19 +712,22 @@ def run_vivado(project: VivadoProject, vivado: str, jobs: int = 4, timeout_s: fl
     cmd = [vivado, *vivado_command(jobs)[1:]]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=project.out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = t0 + timeout_s
-    assert proc.stdout is not None
-    try:
+
+    def relay() -> None:  # in a thread, so a silent Vivado cannot outlive the timeout
         for line in proc.stdout:
             if progress and _PROGRESS.match(line):
                 progress(f"[{time.monotonic() - t0:7.0f} s] {line.rstrip()}")
-            if time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(cmd, timeout_s)
-        rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
+    try:
+        rc = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         raise ConvforgeError(f"Vivado ran past {timeout_s:.0f} s and was stopped; log {project.log}") from None
+    finally:
+        reader.join(timeout=10.0)
     missing = [f for f in RESULT_FILES if not (project.out / f).is_file()]
     if rc not in (0, 2) or missing:
         raise ConvforgeError(f"Vivado exited {rc}" + (f" without writing {', '.join(missing)}" if missing else "")

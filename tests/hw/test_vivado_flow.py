@@ -351,3 +351,12 @@ def test_build_cli_dispatches_open_source_boards(tmp_path, monkeypatch, capsys):
     config.write_text(SMALL.to_toml())
     assert main(["build", "--board", "ultra96v2", "--config", str(config), "--out", str(tmp_path / "u")]) == 0
     assert len(built) == 1
+
+
+def test_run_vivado_stops_a_silent_vivado_at_the_timeout(tmp_path):
+    exe = tmp_path / "vivado"
+    exe.write_text("#!/bin/sh\nexec sleep 60\n")
+    exe.chmod(0o755)
+    project = v.VivadoProject(tmp_path, get_board("pynqz2"), SMALL, {}, "vivado")
+    with pytest.raises(Exception, match="ran past 1 s and was stopped"):
+        v.run_vivado(project, str(exe), timeout_s=1.0, progress=None)
