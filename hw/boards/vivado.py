@@ -95,12 +95,11 @@ class ProcessingSystem:
         gp_master / gp_master_clk: the general-purpose master port the CSR hangs on, and its clock pin.
         hp_slave / hp_slave_clk: the high-performance slave port the DMA uses, and its clock pin.
         hp_max_data_bits: widest data bus of that HP port (bits).
-        m_axi_addr_bits: address bits of the accelerator's ``m_axi`` on this PS (bytes).
+        m_axi_addr_bits: address bits of the accelerator's ``m_axi`` on this PS (byte addresses).
         pl_clk, pl_resetn, irq: PL clock 0, its active-low reset, the PL-to-PS interrupt pin.
         data_space: the PS's master address space.
         clock_property / actual_clock_property: PS properties of PL clock 0 in MHz
             (requested / what the PLL reaches).
-        board_parts: pattern of each board's Vivado board part (board presets when installed).
     """
 
     family: str
