@@ -66,7 +66,7 @@ def board_instructions(out: Path, command: str, board_name: str) -> str:
     """What to run on a machine with Vivado, and what to copy to the board."""
     return "\n".join([
         "Vivado is not on PATH here: the project is written, nothing was synthesised.",
-        f"On a machine with Vivado (2020.2 or newer; copy {out} there first), run:",
+        f"On a machine with Vivado (copy {out} there first), run:",
         f"  cd {out} && {command}",
         f"It writes {out}/convforge.bit, {out}/convforge.hwh, timing_summary.rpt and timing.json "
         "(exit 2: timing not met, the files are still written).",
