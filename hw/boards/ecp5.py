@@ -172,8 +172,9 @@ class Ecp5Result:
         fmax_mhz: post-route Fmax of the engine clock (nextpnr's timing analysis), MHz.
         target_mhz: the clock constraint (the EngineConfig's ``clock_mhz``), MHz.
         reference_mhz: the Ultra96-V2 profile's engine clock, MHz (the Zynq target).
-        critical_path: ``{"from", "to", "delay_ns", "logic_ns", "routing_ns", "cells"}``
-            of the worst path nextpnr reports.
+        critical_path: ``{"from", "to", "delay_ns", "logic_ns", "routing_ns", "cells",
+            "sources"}`` of the slowest clock's worst path (``sources``: the RTL source lines
+            of its nets, as yosys recorded them).
         bitstream: the ``.bit`` file; bitstream_bytes its size in bytes.
         seconds: wall time of the build, seconds.
         out: the build directory (logs ``accel_ecp5.rpt`` / ``.tim``, the report JSON).
@@ -224,6 +225,8 @@ class Ecp5Result:
         if cp:
             lines.append(f"  critical path {cp['delay_ns']:.2f} ns ({cp['logic_ns']:.2f} logic, "
                          f"{cp['routing_ns']:.2f} routing, {cp['cells']} cells): {cp['from']} -> {cp['to']}")
+            for src in cp.get("sources", [])[:8]:
+                lines.append(f"    through {src}")
         lines.append(f"bitstream {self.bitstream} ({self.bitstream_bytes} bytes); {self.seconds:.0f} s")
         return "\n".join(lines)
 
@@ -243,17 +246,19 @@ def parse_report(report: dict[str, Any]) -> tuple[dict[str, dict[str, int]], flo
     if not fmax:
         raise SimulationError("nextpnr report has no Fmax: no clocked logic survived synthesis")
     clock, worst = min(fmax.items(), key=lambda kv: kv[1]["achieved"])
+    paths = [cp for cp in report.get("critical_paths", []) if cp.get("path")]
+    # the slowest clock's own path (clock events read "posedge <clock>"), else the first one
+    same = [cp for cp in paths if str(cp.get("from", "")).endswith(clock) and str(cp.get("to", "")).endswith(clock)]
     path: dict[str, Any] = {}
-    for cp in report.get("critical_paths", []):
-        segs = cp.get("path", [])
-        if not segs or (cp.get("from") and clock not in (cp.get("from"), cp.get("to")) and len(fmax) > 1):
-            continue
+    for cp in (same or paths)[:1]:
+        segs = cp["path"]
         logic = sum(s["delay"] for s in segs if s.get("type") != "routing")
         routing = sum(s["delay"] for s in segs if s.get("type") == "routing")
         cells = {s["to"]["cell"] for s in segs if s.get("type") == "logic" and "to" in s}
+        sources = list(dict.fromkeys(src for s in segs for src in s.get("sources", [])))
         path = {"from": segs[0]["from"]["cell"], "to": segs[-1]["to"]["cell"],
-                "delay_ns": logic + routing, "logic_ns": logic, "routing_ns": routing, "cells": len(cells)}
-        break
+                "delay_ns": logic + routing, "logic_ns": logic, "routing_ns": routing, "cells": len(cells),
+                "sources": sources}
     return util, float(worst["achieved"]), float(worst.get("constraint", 0.0)), path
 
 

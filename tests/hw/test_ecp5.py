@@ -72,17 +72,21 @@ def test_parse_report_takes_the_slowest_clock_and_its_path():
         "utilization": {"TRELLIS_COMB": {"used": 1200, "available": 83640},
                         "DP16KD": {"used": 4, "available": 208}},
         "fmax": {"clk100_0__io": {"achieved": 71.25, "constraint": 100.0}},
-        "critical_paths": [{"from": "clk100_0__io", "to": "clk100_0__io", "path": [
+        "critical_paths": [{"from": "<async>", "to": "posedge clk100_0__io", "path": [
+            {"type": "routing", "from": {"cell": "io"}, "to": {"cell": "ff_x"}, "delay": 20.0}]},
+                           {"from": "posedge clk100_0__io", "to": "posedge clk100_0__io", "path": [
             {"type": "clk-to-q", "from": {"cell": "ff_a"}, "to": {"cell": "ff_a"}, "delay": 0.5},
             {"type": "routing", "from": {"cell": "ff_a"}, "to": {"cell": "lut1"}, "delay": 3.0},
             {"type": "logic", "from": {"cell": "lut1"}, "to": {"cell": "lut1"}, "delay": 0.4},
-            {"type": "routing", "from": {"cell": "lut1"}, "to": {"cell": "ff_b"}, "delay": 9.0},
+            {"type": "routing", "from": {"cell": "lut1"}, "to": {"cell": "ff_b"}, "delay": 9.0,
+             "sources": ["hw/rtl/dma.py:10", "hw/rtl/controller.py:20"]},
             {"type": "setup", "from": {"cell": "ff_b"}, "to": {"cell": "ff_b"}, "delay": 1.1}]}],
     }
     util, fmax, constraint, path = parse_report(json.loads(json.dumps(report)))
     assert util["DP16KD"] == {"used": 4, "available": 208} and (fmax, constraint) == (71.25, 100.0)
     assert path["from"] == "ff_a" and path["to"] == "ff_b" and path["cells"] == 1
     assert path["routing_ns"] == 12.0 and abs(path["delay_ns"] - 14.0) < 1e-9
+    assert path["sources"] == ["hw/rtl/dma.py:10", "hw/rtl/controller.py:20"]
     with pytest.raises(SimulationError, match="no Fmax"):
         parse_report({"utilization": {}})
 
