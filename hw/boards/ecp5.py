@@ -262,7 +262,6 @@ def parse_report(report: dict[str, Any]) -> tuple[dict[str, dict[str, int]], flo
     return util, float(worst["achieved"]), float(worst.get("constraint", 0.0)), path
 
 
-_UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
 _OVER = re.compile(r"(?:no BELs remaining to implement cell type|more) '?(\w+)'?", re.I)
 
 
