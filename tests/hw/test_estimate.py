@@ -12,14 +12,14 @@ TINY = EngineConfig(pe_ci=2, pe_co=2, dw_lanes=2, line_width=16, max_channels=64
 
 
 def _fake_synth(counts):
-    def synth_verilog(name, verilog_text, family, work, timeout_s=0):
-        assert "module accel" in verilog_text and family == "xcup"
+    def synth_rtlil(name, rtlil_text, family, work, timeout_s=0):
+        assert "module \\accel" in rtlil_text and family == "xcup"
         return {**counts, "cells": {}, "seconds": 0.0}
-    return synth_verilog
+    return synth_rtlil
 
 
 def test_check_fit_names_resource_used_available_and_fields(monkeypatch, tmp_path):
-    monkeypatch.setattr(est, "synth_verilog", _fake_synth({"LUT": 80_000, "FF": 10, "DSP": 2, "BRAM36": 300.5}))
+    monkeypatch.setattr(est, "synth_rtlil", _fake_synth({"LUT": 80_000, "FF": 10, "DSP": 2, "BRAM36": 300.5}))
     with pytest.raises(ResourceError) as info:
         est.check_fit(TINY, "ultra96v2", work=tmp_path)
     msg = str(info.value)
@@ -29,7 +29,7 @@ def test_check_fit_names_resource_used_available_and_fields(monkeypatch, tmp_pat
 
 
 def test_check_fit_returns_report_when_within_part(monkeypatch, tmp_path):
-    monkeypatch.setattr(est, "synth_verilog", _fake_synth({"LUT": 70_560, "FF": 10, "DSP": 360, "BRAM36": 1}))
+    monkeypatch.setattr(est, "synth_rtlil", _fake_synth({"LUT": 70_560, "FF": 10, "DSP": 360, "BRAM36": 1}))
     report = est.check_fit(TINY, get_board("ultra96v2"), work=tmp_path)
     assert report.fits and report.over == [] and report.utilisation["DSP"] == 1.0
     assert "fits" in report.format_table() and report.to_dict()["top"]["LUT"] == 70_560
