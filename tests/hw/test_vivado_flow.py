@@ -351,3 +351,20 @@ def test_build_cli_dispatches_open_source_boards(tmp_path, monkeypatch, capsys):
     config.write_text(SMALL.to_toml())
     assert main(["build", "--board", "ultra96v2", "--config", str(config), "--out", str(tmp_path / "u")]) == 0
     assert len(built) == 1
+
+
+@pytest.mark.slow
+def test_build_refuses_a_weight_buffer_larger_than_the_part_with_the_real_estimate(tmp_path, capsys):
+    """The real yosys estimate of the whole top (minutes): a PYNQ-Z2 engine whose weight buffer
+    (8192 tiles of 8x16 bytes = 1 MiB) needs more BRAM36 than the XC7Z020's 140."""
+    import dataclasses
+
+    from convforge.sw.cli import main
+
+    config = tmp_path / "big.toml"
+    config.write_text(dataclasses.replace(get_board("pynqz2").engine, weight_depth=8192).to_toml())
+    out = tmp_path / "build"
+    assert main(["build", "--board", "pynq-z2", "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "BRAM36" in err and "of 140" in err and "weight_depth=8192" in err
+    assert not out.exists()
