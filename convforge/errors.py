@@ -68,3 +68,17 @@ class EmulatorFault(ConvforgeError):
         super().__init__(message)
         self.code = int(code)
         self.index = int(index)
+
+
+class ResourceError(ConfigError):
+    """An EngineConfig does not fit a board's part per the resource estimate
+    (:func:`convforge.hw.estimate.check_fit`); the message names each resource over, used vs
+    available, and the EngineConfig fields that shrink it.
+
+    Attributes:
+        over: ``{resource: (used, available)}`` for every resource over the part.
+    """
+
+    def __init__(self, message: str, over: dict[str, tuple[float, float]] | None = None) -> None:
+        super().__init__(message)
+        self.over = dict(over or {})

@@ -249,10 +249,17 @@ class Engine(wiring.Component):
         m.submodules.accm = accm = memory.Memory(shape=signed(cfg.acc_bits), depth=cfg.max_channels, init=[])
         acc_rd, acc_wr = accm.read_port(domain="comb"), accm.write_port()
 
-        # PE layers: the layer's weight tiles (bytes, two read ports: an element of w_bits
-        # may straddle two bytes) and requant words (64 bits per output channel)
-        m.submodules.wmem = wmem = memory.Memory(shape=unsigned(8), depth=wmem_bytes, init=[])
-        w_rd0, w_rd1, w_wr = wmem.read_port(), wmem.read_port(), wmem.write_port()
+        # PE layers: the layer's weight tiles and requant words (64 bits per output channel).
+        # An element of w_bits may straddle two bytes, so the MAC reads bytes a and a + 1 at
+        # once: the tiles are banked by byte-address parity (bytes a and a + 1 always lie in
+        # different banks), one read port per bank -- not a copy of the whole buffer per read
+        # port (a second port on one memory doubled its BRAMs).
+        wbank = (wmem_bytes + 1) // 2
+        m.submodules.wmem_even = wmem_even = memory.Memory(shape=unsigned(8), depth=wbank, init=[])
+        m.submodules.wmem_odd = wmem_odd = memory.Memory(shape=unsigned(8), depth=wbank, init=[])
+        we_rd, we_wr = wmem_even.read_port(), wmem_even.write_port()
+        wo_rd, wo_wr = wmem_odd.read_port(), wmem_odd.write_port()
+        w_odd_r = Signal()              # the element's first byte is odd (registered with the read)
         rq_layout = requant_word_layout(cfg)
         m.submodules.rqmem = rqmem = memory.Memory(shape=unsigned(64), depth=cfg.max_channels, init=[])
         rq_rd, rq_wr = rqmem.read_port(), rqmem.write_port()
@@ -499,9 +506,10 @@ class Engine(wiring.Component):
                 with m.If(reader.cmd_ready):
                     m.next = "LOADW_DATA"
             with state("LOADW_DATA"):
-                m.d.comb += [reader.o.ready.eq(1), w_wr.addr.eq(pos), w_wr.data.eq(reader.o.payload)]
+                m.d.comb += [reader.o.ready.eq(1), we_wr.addr.eq(pos >> 1), wo_wr.addr.eq(pos >> 1),
+                             we_wr.data.eq(reader.o.payload), wo_wr.data.eq(reader.o.payload)]
                 with m.If(reader.o.valid):
-                    m.d.comb += w_wr.en.eq(1)
+                    m.d.comb += [we_wr.en.eq(~pos[0]), wo_wr.en.eq(pos[0])]
                     m.d.sync += pos.eq(pos + 1)
                     with m.If(pos == w_total - 1):
                         m.d.sync += pos.eq(0)
@@ -670,9 +678,10 @@ class Engine(wiring.Component):
             with state("MAC"):
                 # stage 0: issue element e of output channel co_i (weight bytes, activation)
                 byte_addr = tile_addr + (bitpos >> 3)
-                m.d.comb += [w_rd0.addr.eq(byte_addr), w_rd1.addr.eq(byte_addr + 1), a_rd.addr.eq(e),
-                             rq_rd.addr.eq(co_i)]
+                m.d.comb += [we_rd.addr.eq((byte_addr + 1) >> 1), wo_rd.addr.eq(byte_addr >> 1),
+                             a_rd.addr.eq(e), rq_rd.addr.eq(co_i)]
                 m.d.sync += [v1.eq(issuing), last1.eq(e == ci_eff - 1), sh_r.eq(bitpos[:3]),
+                             w_odd_r.eq(byte_addr[0]),
                              x_r.eq(Mux(desc.src.signed, a_rd.data.as_signed(), a_rd.data))]
                 with m.If(issuing):
                     with m.If(e == ci_eff - 1):
@@ -693,7 +702,8 @@ class Engine(wiring.Component):
                             m.d.sync += [c_in.eq(c_in + 1), bitpos.eq(bitpos + wb)]
                 # stage 1: multiply-accumulate; a finished channel goes to requant
                 wword = Signal(16)
-                m.d.comb += wword.eq(Cat(w_rd0.data, w_rd1.data) >> sh_r)
+                m.d.comb += wword.eq(Cat(Mux(w_odd_r, wo_rd.data, we_rd.data),
+                                         Mux(w_odd_r, we_rd.data, wo_rd.data)) >> sh_r)
                 wval = Signal(signed(8))
                 with m.Switch(wb):
                     for bits in range(2, 9):

@@ -7,10 +7,10 @@ import pytest
 
 from convforge.errors import SimulationError
 from convforge.hw.config import EngineConfig
+from convforge.hw.estimate import resources_from_cells
 from convforge.hw.rtl.units import UNITS, get_unit
 from convforge.sim import tools
 from convforge.sw.cli import main
-from convforge.sw.commands.synth import resources_from_cells
 
 
 def test_rtl_writes_verilog_and_manifest_with_hashes(tmp_path):
