@@ -255,7 +255,9 @@ def parse_report(report: dict[str, Any]) -> tuple[dict[str, dict[str, int]], flo
         logic = sum(s["delay"] for s in segs if s.get("type") != "routing")
         routing = sum(s["delay"] for s in segs if s.get("type") == "routing")
         cells = {s["to"]["cell"] for s in segs if s.get("type") == "logic" and "to" in s}
-        sources = list(dict.fromkeys(src for s in segs for src in s.get("sources", [])))
+        # the design's own source lines (yosys' cell libraries are installed under /share/)
+        sources = list(dict.fromkeys(src for s in segs for src in s.get("sources", [])
+                                     if not src.startswith("/share/")))
         path = {"from": segs[0]["from"]["cell"], "to": segs[-1]["to"]["cell"],
                 "delay_ns": logic + routing, "logic_ns": logic, "routing_ns": routing, "cells": len(cells),
                 "sources": sources}

@@ -79,7 +79,8 @@ def test_parse_report_takes_the_slowest_clock_and_its_path():
             {"type": "routing", "from": {"cell": "ff_a"}, "to": {"cell": "lut1"}, "delay": 3.0},
             {"type": "logic", "from": {"cell": "lut1"}, "to": {"cell": "lut1"}, "delay": 0.4},
             {"type": "routing", "from": {"cell": "lut1"}, "to": {"cell": "ff_b"}, "delay": 9.0,
-             "sources": ["hw/rtl/dma.py:10", "hw/rtl/controller.py:20"]},
+             "sources": ["hw/rtl/dma.py:10", "/share/lattice/cells_map_trellis.v:108.23-108.24",
+                         "hw/rtl/controller.py:20"]},
             {"type": "setup", "from": {"cell": "ff_b"}, "to": {"cell": "ff_b"}, "delay": 1.1}]}],
     }
     util, fmax, constraint, path = parse_report(json.loads(json.dumps(report)))
