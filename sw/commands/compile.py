@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", action="store_true", help="print the pass and per-layer report")
     p.add_argument("--no-reuse", action="store_true",
                    help="keep every tensor in its own region (all intermediates readable after a device run)")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="do not fuse 1x1 -> 3x3 depthwise -> 1x1 chains into on-chip row bands (fused chains' "
+                        "intermediates never reach DDR; without fusion every tensor can be read back)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     path = args.qgraph or default_qgraph()
     graph = QGraph.load(path)
     cfg = resolve_config(args.board, args.config)
-    program = compile(graph, cfg, ddr_gbps=get_board(args.board).ddr_gbps, reuse_buffers=not args.no_reuse)
+    program = compile(graph, cfg, ddr_gbps=get_board(args.board).ddr_gbps, reuse_buffers=not args.no_reuse,
+                      fuse=not args.no_fuse)
     name = args.name or Path(path).with_suffix("").name
     out = program.save(args.out / f"{name}.cfprog")
     report = format_report(program)
