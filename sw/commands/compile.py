@@ -27,9 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", action="store_true", help="print the pass and per-layer report")
     p.add_argument("--no-reuse", action="store_true",
                    help="keep every tensor in its own region (all intermediates readable after a device run)")
-    p.add_argument("--no-fuse", action="store_true",
-                   help="do not fuse 1x1 -> 3x3 depthwise -> 1x1 chains into on-chip row bands (fused chains' "
-                        "intermediates never reach DDR; without fusion every tensor can be read back)")
+    p.add_argument("--fuse", choices=("auto", "always", "never"), default="auto",
+                   help="run 1x1 -> 3x3 depthwise -> 1x1 chains as row bands in the on-chip scratchpad "
+                        "(EngineConfig.fuse_buffer_bytes): auto = where the cycle model predicts fewer cycles "
+                        "(default), always = wherever the bands fit, never = every tensor in DDR (fused "
+                        "intermediates cannot be read back)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     graph = QGraph.load(path)
     cfg = resolve_config(args.board, args.config)
     program = compile(graph, cfg, ddr_gbps=get_board(args.board).ddr_gbps, reuse_buffers=not args.no_reuse,
-                      fuse=not args.no_fuse)
+                      fuse=args.fuse)
     name = args.name or Path(path).with_suffix("").name
     out = program.save(args.out / f"{name}.cfprog")
     report = format_report(program)

@@ -53,6 +53,8 @@ from convforge.sw.runtime.program import Piece, Program, TensorPlace
 #: Activation regions start on this byte alignment.
 REGION_ALIGN = 64
 COMPUTE_OPS = ("conv", "square_deform_dw", "bilinear_deform", "add", "maxpool")
+#: ``compile(fuse=...)`` / ``convforge compile --fuse``: which fusable chains are fused.
+FUSE_MODES = ("auto", "always", "never")
 
 
 # -- intermediate representation ------------------------------------------------------------
@@ -175,8 +177,10 @@ class Compilation:
     config: EngineConfig
     ddr_gbps: float = DEFAULT_DDR_GBPS
     reuse_buffers: bool = True
-    #: fuse chains into on-chip row bands (needs ``config.fuse_buffer_bytes > 0``)
-    fuse: bool = True
+    #: fuse chains into on-chip row bands (needs ``config.fuse_buffer_bytes > 0``): one of
+    #: :data:`FUSE_MODES` -- "auto" where the cycle model predicts fewer cycles, "always"
+    #: wherever the bands fit, "never"
+    fuse: str = "auto"
     #: first layer of a fused chain -> the chain
     chains: dict[str, Chain] = field(default_factory=dict)
     report: dict[str, list[str]] = field(default_factory=dict)
@@ -535,32 +539,64 @@ def _layer_all_steps(c: Compilation, layer: Layer) -> int:
 
 
 def _chain_steps(c: Compilation, ch: Chain) -> int:
-    """Append a fused chain band by band: per band of ``ch.band`` output rows ``[y0, y1)``
-    of the 3x3, the first 1x1 on input rows ``[r0, r1)`` (the band plus the halo, clipped
-    to the image) DDR -> scratch, the 3x3 scratch -> scratch (``band_top = y0*s - r0``), the
-    last 1x1 scratch -> DDR rows ``[y0, y1)``. Returns the extra output-channel tiles."""
+    """Append a fused chain band by band (:func:`_banded`), or, with ``fuse="auto"`` when
+    the cycle model predicts no gain for any band height tried, unfused (the chain is then
+    dropped from ``c.chains``). Returns the extra output-channel tiles."""
     layers = {layer.name: layer for layer in c.graph.layers}
     start = len(c.steps)
     n_split = sum(_layer_all_steps(c, layers[name]) for name in (ch.a, ch.b, ch.d))
     ch.plain = c.steps[start:]
     del c.steps[start:]
+    name = f"{ch.a} -> {ch.b} -> {ch.d}"
     mid_regions = [c.place[t][0].view.region for t in ch.mids]
+    h_out = c.regions[mid_regions[1]].height
+    fewest = -(-h_out // ch.band)
+    # band heights tried: the largest that fits, and equal bands for 1-2 more bands
+    heights = [ch.band] + ([] if c.fuse == "always" else
+                           sorted({-(-h_out // k) for k in range(fewest, min(fewest + 3, h_out) + 1)} - {ch.band},
+                                  reverse=True))
+    options = [(_predicted(c, steps, regions), n, steps, regions)
+               for n in heights for steps, regions in [_banded(c, ch, n)]]
+    cycles, band, steps, regions = min(options, key=lambda o: (o[0], -o[1]))
+    if c.fuse == "auto":
+        plain = _predicted(c, ch.plain, c.regions)
+        if cycles >= plain:
+            c.log("tile", f"{name}: not fused (cycle model: {cycles} cycles in bands of {band} rows, "
+                          f"{plain} unfused)")
+            c.steps.extend(ch.plain)
+            del c.chains[ch.a]
+            return n_split
+    ch.band = band
     ch.ddr = {name: c.regions.pop(name) for name in mid_regions}
-    ra, rb = (ch.ddr[name] for name in mid_regions)
-    h_in, h_out = ra.height, rb.height
-    rows_a = min(h_in, (ch.band - 1) * ch.stride + 2 * ch.halo + 1)
-    sa = Region(f"s:{ch.mids[0]}", ra.channels, rows_a, ra.width, ra.align, space="scratch")
-    sb = Region(f"s:{ch.mids[1]}", rb.channels, ch.band, rb.width, rb.align, space="scratch")
-    for t, region in zip(ch.mids, (sa, sb), strict=True):
+    for t, region in zip(ch.mids, regions, strict=True):
         c.regions[region.name] = region
         c.place[t] = [replace(p, view=replace(p.view, region=region.name)) for p in c.place[t]]
+    ch.first_step = len(c.steps)
+    c.steps.extend(steps)
+    ch.last_step = len(c.steps) - 1
+    ch.scratch = sum(_region_bytes(r.height, r) for r in regions)
+    c.log("tile", f"{name}: {len(steps)} fused passes ({len(steps) // len(ch.plain)} bands of {band} rows x "
+                  f"{len(ch.plain)})")
+    return n_split
+
+
+def _banded(c: Compilation, ch: Chain, band: int) -> tuple[list[Step], tuple[Region, Region]]:
+    """The chain's steps for bands of ``band`` output rows ``[y0, y1)`` of the 3x3: the first
+    1x1 on input rows ``[r0, r1)`` (the band plus the halo, clipped to the image) DDR ->
+    scratch, the 3x3 scratch -> scratch (``band_top = y0*s - r0``), the last 1x1 scratch
+    -> DDR rows ``[y0, y1)``; and the two scratchpad regions."""
+    ra, rb = (c.regions[c.place[t][0].view.region] for t in ch.mids)
+    h_in, h_out = ra.height, rb.height
+    rows_a = min(h_in, (band - 1) * ch.stride + 2 * ch.halo + 1)
+    sa = Region(f"s:{ch.mids[0]}", ra.channels, rows_a, ra.width, ra.align, space="scratch")
+    sb = Region(f"s:{ch.mids[1]}", rb.channels, band, rb.width, rb.align, space="scratch")
 
     def onchip(opd: Operand, region: Region, height: int) -> Operand:
         return replace(opd, view=replace(opd.view, region=region.name), height=height, row=0)
 
-    ch.first_step = len(c.steps)
-    for y0 in range(0, h_out, ch.band):
-        y1 = min(h_out, y0 + ch.band)
+    steps = []
+    for y0 in range(0, h_out, band):
+        y1 = min(h_out, y0 + band)
         r0, r1 = max(0, y0 * ch.stride - ch.halo), min(h_in, (y1 - 1) * ch.stride + ch.halo + 1)
         note = f"fused band: rows {y0}..{y1 - 1} (input rows {r0}..{r1 - 1})"
         for st in ch.plain:
@@ -574,11 +610,16 @@ def _chain_steps(c: Compilation, ch: Chain) -> int:
             else:
                 new = replace(st, src=onchip(st.src, sb, y1 - y0), dst=replace(st.dst, row=st.dst.row + y0,
                                                                                height=y1 - y0))
-            c.steps.append(replace(new, fused=True, note=note))
-    ch.last_step = len(c.steps) - 1
-    c.log("tile", f"{ch.a} -> {ch.b} -> {ch.d}: {len(c.steps) - ch.first_step} fused passes "
-                  f"({-(-h_out // ch.band)} bands x {len(ch.plain)})")
-    return n_split
+            steps.append(replace(new, fused=True, note=note))
+    return steps, (sa, sb)
+
+
+def _predicted(c: Compilation, steps: list[Step], regions: dict[str, Region] | tuple[Region, ...]) -> int:
+    """Cycle-model cycles of ``steps`` (their bands of the activation buffer included)."""
+    if isinstance(regions, tuple):
+        regions = {**c.regions, **{r.name: r for r in regions}}
+    records = [_record(regions, replace(st, tile_rows=_band_rows(st, c.config)), 0, 0, 0, 0) for st in steps]
+    return sum(descriptor_figures(r, c.config, c.ddr_gbps)["cycles"] for r in _fill_views(records))
 
 
 def _band_rows(step: Step, cfg: EngineConfig) -> int:
@@ -708,7 +749,7 @@ def fuse(c: Compilation) -> None:
             continue
         found += 1
         name = f"{a.name} -> {b.name} -> {d.name}"
-        if not c.fuse or cfg.fuse_buffer_bytes == 0:
+        if c.fuse == "never" or cfg.fuse_buffer_bytes == 0:
             continue
         why = _not_fusable(c, a, b, d, consumers)
         if why:
@@ -734,15 +775,18 @@ def fuse(c: Compilation) -> None:
             continue
         c.chains[a.name] = Chain(a.name, b.name, d.name, band, halo, stride, need(band),
                                  (a.outputs[0], b.outputs[0]))
-        c.log("fuse", f"{name}: fusing in bands of {band} rows (halo {halo}, scratchpad {need(band)} B)")
-    if not c.fuse:
-        c.log("fuse", f"{found} 1x1 -> 3x3 -> 1x1 chains; fusion disabled (fuse=False / --no-fuse)")
+        c.log("fuse", f"{name}: fits in bands of up to {band} rows (halo {halo}, scratchpad {need(band)} B)")
+    if c.fuse not in FUSE_MODES:
+        raise CompileError(f"fuse={c.fuse!r}: choose one of {', '.join(FUSE_MODES)}")
+    if c.fuse == "never":
+        c.log("fuse", f"{found} 1x1 -> 3x3 -> 1x1 chains; fusion disabled (fuse='never' / --fuse never)")
     elif cfg.fuse_buffer_bytes == 0:
         c.log("fuse", f"{found} 1x1 -> 3x3 -> 1x1 chains; none fused: the engine has no scratchpad "
                       "(EngineConfig.fuse_buffer_bytes = 0)")
     else:
-        c.log("fuse", f"{len(c.chains)} of {found} 1x1 -> 3x3 -> 1x1 chains fused into row bands "
-                      f"(scratchpad {cfg.fuse_buffer_bytes} B); DDR bytes per chain below")
+        c.log("fuse", f"{len(c.chains)} of {found} 1x1 -> 3x3 -> 1x1 chains fit the scratchpad "
+                      f"({cfg.fuse_buffer_bytes} B) in row bands"
+                      + ("; 'auto': tile fuses those the cycle model predicts faster" if c.fuse == "auto" else ""))
 
 
 # -- pass: allocate ----------------------------------------------------------------------------------

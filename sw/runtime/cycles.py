@@ -9,8 +9,9 @@ Per descriptor (one layer pass on one unit) the model adds
 * **DMA** cycles: the bytes the pass moves (whole 128-bit beats per pixel run, weights and
   tables, maps re-read per channel group) over ``min(AXI bytes/cycle, DDR bytes/cycle)``;
 * operands whose view has the ``onchip`` flag (a fused chain's intermediates in the fusion
-  scratchpad) move no DDR bytes: they are counted as ``scratch_bytes`` at the on-chip
-  port's width (one AXI beat per cycle), added to the DMA time;
+  scratchpad) move no DDR bytes: they are counted as ``scratch_bytes`` over the
+  scratchpad's own port (one AXI beat wide per cycle), which runs beside the DDR port,
+  so the transfer time is ``max(DDR time, scratchpad time)``;
 * and overlaps them with ping-pong buffers: ``max(compute, dma) + min(compute, dma) /
   bands`` (the first band's load and the last band's store are not hidden), plus a fixed
   cost per descriptor (fetch and decode).
@@ -84,8 +85,8 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
 
     Returns:
         ``{"unit", "compute_cycles", "dma_cycles", "cycles", "ddr_bytes", "scratch_bytes",
-        "macs"}``; ``dma_cycles`` = DDR bytes over the DDR rate + scratchpad bytes over one
-        beat per cycle.
+        "macs"}``; ``dma_cycles`` = the larger of DDR bytes over the DDR rate and scratchpad
+        bytes over one beat per cycle (separate ports).
     """
     op = Opcode(int(d["opcode"]))
     beat = cfg.axi_data_bits // 8
@@ -139,7 +140,7 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
         compute, src_bytes, dst_bytes = 0, 0, 0
     ddr_bytes = src_bytes + dst_bytes + other + DESCRIPTOR_BYTES
     bytes_per_cycle = min(beat, ddr_gbps * 1e3 / cfg.clock_mhz) * coeff.dma_efficiency
-    dma = math.ceil(ddr_bytes / bytes_per_cycle + scratch / beat)
+    dma = math.ceil(max(ddr_bytes / bytes_per_cycle, scratch / beat))
     compute = math.ceil(compute * coeff.compute_scale)
     cycles = max(compute, dma) + math.ceil(min(compute, dma) / bands) + coeff.descriptor_overhead
     return {"unit": unit, "compute_cycles": compute, "dma_cycles": dma, "cycles": cycles,

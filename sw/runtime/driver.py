@@ -289,7 +289,7 @@ class ConvforgeAccel(pynq.DefaultIP):
         if self.program.tensors[tensor].fused:
             raise AcceleratorError(
                 f"tensor {tensor!r} is an intermediate of the fused chain {self.program.tensors[tensor].fused}: it "
-                "stays in the on-chip scratchpad; compile with `convforge compile --no-fuse` to read it back")
+                "stays in the on-chip scratchpad; compile with `convforge compile --fuse never` to read it back")
         self._buffer[tensor_extent(self.program.tensors[tensor])].sync_from_device()
         return self.program.read(self._buffer, tensor)
 

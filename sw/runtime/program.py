@@ -96,7 +96,7 @@ def read_tensor(memory: np.ndarray, place: TensorPlace) -> np.ndarray:
     """
     if place.fused:
         raise ValueError(f"tensor {place.name!r} is an intermediate of the fused chain {place.fused} and never "
-                         "leaves the on-chip scratchpad; compile with fuse=False (`convforge compile --no-fuse`) "
+                         "leaves the on-chip scratchpad; compile with fuse='never' (`convforge compile --fuse never`) "
                          "to read it back")
     c, h, w = place.shape
     out = np.empty((h, w, c), dtype=np.int64)

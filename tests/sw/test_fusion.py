@@ -48,8 +48,8 @@ def _chain_graph(stride=1, dilation=1, square=False, mid=24, seed=3):
     return b.graph({"out": out}), y, z, out
 
 
-def _passes(graph, cfg):
-    c = Compilation(graph, cfg)
+def _passes(graph, cfg, mode="always"):
+    c = Compilation(graph, cfg, fuse=mode)
     legalise(c)
     lower(c)
     fuse(c)
@@ -87,7 +87,7 @@ def test_fuse_pass_chooses_the_band_that_fits_and_the_halo_rows(stride, dilation
         assert c.regions[a.dst.view.region].space == c.regions[d.src.view.region].space == "scratch"
         assert c.regions[a.src.view.region].space == c.regions[d.dst.view.region].space == "ddr"
     line = next(ln for ln in c.report["fuse"] if ln.startswith(layers[1]))
-    assert f"bands of 3 rows (halo {dilation}" in line
+    assert f"bands of up to 3 rows (halo {dilation}" in line
 
 
 def test_fuse_refuses_when_one_row_band_does_not_fit_and_without_a_scratchpad():
@@ -96,10 +96,10 @@ def test_fuse_refuses_when_one_row_band_does_not_fit_and_without_a_scratchpad():
     c = _passes(g, EngineConfig(pe_ci=8, pe_co=4, dw_lanes=4, fuse_buffer_bytes=1024))
     assert not c.chains and not any(s.fused for s in c.steps)
     assert any(f"one output row needs {need} B" in ln and "fuse_buffer_bytes = 1024" in ln for ln in c.report["fuse"])
-    for cfg, fuse_on, why in ((EngineConfig(pe_ci=8, pe_co=4, dw_lanes=4, fuse_buffer_bytes=0), True,
-                               "no scratchpad"),
-                              (EngineConfig(pe_ci=8, pe_co=4, dw_lanes=4), False, "fusion disabled")):
-        prog = compile(g, cfg, fuse=fuse_on)
+    for cfg, mode, why in ((EngineConfig(pe_ci=8, pe_co=4, dw_lanes=4, fuse_buffer_bytes=0), "always",
+                            "no scratchpad"),
+                           (EngineConfig(pe_ci=8, pe_co=4, dw_lanes=4), "never", "fusion disabled")):
+        prog = compile(g, cfg, fuse=mode)
         assert any(why in ln for ln in prog.report)
         fields = unpack_array(descriptor_layout(cfg), prog.image[:prog.n_descriptors * DESCRIPTOR_BYTES]
                               .reshape(prog.n_descriptors, -1))
@@ -123,7 +123,7 @@ def test_a_chain_with_a_second_reader_is_not_fused():
 def test_scratchpad_holds_the_reference_rows_of_every_band(stride, dilation, square):
     g, y, z, out = _chain_graph(stride, dilation, square)
     cfg = EngineConfig(pe_ci=8, pe_co=4, dw_lanes=4, fuse_buffer_bytes=4096)
-    prog = compile(g, cfg)
+    prog = compile(g, cfg, fuse="always")
     assert prog.tensors[y].fused and prog.tensors[z].fused and not prog.tensors[out].fused
     assert_plan_never_overlaps(prog)
     image = np.random.default_rng(stride).integers(0, 256, (*HW, 3), dtype=np.uint8)
@@ -164,7 +164,7 @@ def test_scratchpad_holds_the_reference_rows_of_every_band(stride, dilation, squ
 def test_emulator_refuses_band_top_on_other_opcodes_and_onchip_views_past_the_scratchpad():
     g, *_ = _chain_graph()
     cfg = EngineConfig(pe_ci=8, pe_co=4, dw_lanes=4, fuse_buffer_bytes=4096)
-    prog = compile(g, cfg)
+    prog = compile(g, cfg, fuse="always")
     layout = descriptor_layout(cfg)
     n = prog.n_descriptors
     for change, code in (({"band_top": 1}, Fault.BAD_DESCRIPTOR), ({"dst": {"offset": 4096}}, Fault.ADDRESS_RANGE)):
@@ -216,7 +216,7 @@ def test_random_fused_programs_are_bit_exact(seed, hw, blocks, scratch, lanes):
     g = b.graph({"out": x})
     cfg = EngineConfig(pe_ci=lanes[0], pe_co=lanes[1], dw_lanes=lanes[2], weight_depth=128,
                        fuse_buffer_bytes=scratch)
-    prog = compile(g, cfg)
+    prog = compile(g, cfg, fuse="always")
     image = np.random.default_rng(seed).integers(0, 256, (*hw, 3), dtype=np.uint8)
     image[0, 0], image[-1, -1] = 0, 255
     assert_bit_exact(g, prog, image)
@@ -224,3 +224,15 @@ def test_random_fused_programs_are_bit_exact(seed, hw, blocks, scratch, lanes):
     assert len(fused) == 2 * prog.cycles["fused_chains"]
     if scratch == 65536:  # every block is a fusable chain (>= 2 channels: depthwise) and fits
         assert prog.cycles["fused_chains"] == len(blocks)
+
+
+def test_auto_fuses_only_where_the_cycle_model_predicts_fewer_cycles():
+    g, *_ = _chain_graph(1, 1)
+    cfg = EngineConfig(pe_ci=8, pe_co=4, dw_lanes=4, fuse_buffer_bytes=4096)
+    always, auto, never = (compile(g, cfg, fuse=m) for m in ("always", "auto", "never"))
+    assert always.cycles["fused_chains"] == 1 and never.cycles["fused_chains"] == 0
+    assert auto.cycles["cycles"] <= min(always.cycles["cycles"], never.cycles["cycles"])
+    if auto.cycles["fused_chains"] == 0:
+        assert any("not fused (cycle model:" in ln for ln in auto.report)
+    with pytest.raises(Exception, match="fuse='sometimes': choose one of auto, always, never"):
+        compile(g, cfg, fuse="sometimes")

@@ -23,7 +23,7 @@ CFG = EngineConfig(pe_ci=8, pe_co=4, dw_lanes=4)
 @pytest.fixture(scope="module")
 def compiled():
     g = every_op_graph(0)
-    return g, compile(g, CFG)
+    return g, compile(g, CFG, fuse="always")
 
 
 def _image(seed=0, hw=(16, 16)):
