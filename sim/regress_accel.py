@@ -45,8 +45,9 @@ from convforge.sw.runtime.program import Program
 
 #: The engine configuration of the tests: 64-bit AXI, 256-channel buffers (the shipped model fits).
 ACCEL_TEST_CONFIG = EngineConfig(pe_ci=4, pe_co=4, dw_lanes=4, line_width=32, max_channels=256,
-                                  axi_data_bits=64)
-_VIEW_KEYS = ("offset", "channel_offset", "channel_stride", "pixel_stride", "row_stride", "upsample", "signed")
+                                  axi_data_bits=64, fuse_buffer_bytes=1024)
+_VIEW_KEYS = ("offset", "channel_offset", "channel_stride", "pixel_stride", "row_stride", "upsample", "signed",
+              "onchip")
 #: Descriptor kinds the engine executes (the random programs use each at least once).
 ALL_KINDS = (Opcode.COPY, Opcode.ADD, Opcode.MAXPOOL, Opcode.CONV_PW, Opcode.CONV_KXK,
              Opcode.DW_REGULAR, Opcode.DW_SQUARE, Opcode.DW_BILINEAR)
