@@ -236,3 +236,14 @@ def test_auto_fuses_only_where_the_cycle_model_predicts_fewer_cycles():
         assert any("not fused (cycle model:" in ln for ln in auto.report)
     with pytest.raises(Exception, match="fuse='sometimes': choose one of auto, always, never"):
         compile(g, cfg, fuse="sometimes")
+
+
+def test_fuse_buffer_bytes_is_validated_and_travels_in_the_csr_words():
+    from convforge.errors import ConfigError
+
+    for bad in (1000, 512, 1 << 23, -64):
+        with pytest.raises(ConfigError, match="EngineConfig.fuse_buffer_bytes"):
+            EngineConfig(fuse_buffer_bytes=bad)
+    cfg = EngineConfig(fuse_buffer_bytes=4096)
+    assert EngineConfig.from_csr_words(cfg.to_csr_words()) == cfg
+    assert cfg.csr_differences(EngineConfig().to_csr_words())[0].startswith("fuse_buffer_bytes: here 4096")
