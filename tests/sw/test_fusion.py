@@ -156,6 +156,8 @@ def test_scratchpad_holds_the_reference_rows_of_every_band(stride, dilation, squ
 
     emu.run(mem, 0, prog.n_descriptors, on_descriptor=check)
     assert np.array_equal(prog.read(mem, out), ref[out].transpose(2, 0, 1))
+    with pytest.raises(ValueError, match="fused chain .* --fuse never"):
+        prog.read(mem, y)
     ho = ref[z].shape[0]
     assert sum(h for t, _, h in checked if t == z) == ho and len({t for t, _, _ in checked}) == 2
     assert any(h < ho for t, _, h in checked if t == z), "one band only: the test would not see the halo"
