@@ -50,7 +50,8 @@ def test_compiled_every_op_network_every_tensor_bit_exact_with_reference_and_emu
     run = run_compiled(cfg, program, image, seed=7)
     count, problems = check_compiled(graph, program, image, run)
     assert not problems, "\n".join(problems[:10])
-    assert count == len(graph.tensors) > 20
+    # the ShuffleNet branch's chain runs fused (auto): its two intermediates stay on chip
+    assert count == len(graph.tensors) - 2 * program.cycles["fused_chains"] > 20
 
 
 @pytest.mark.simulator("verilator")
