@@ -104,4 +104,4 @@ def test_shipped_tree_model_at_32x32_every_tensor_bit_exact_on_a_held_out_view()
     run = run_compiled(cfg, program, image, seed=32, pause_prob=0.05)
     count, problems = check_compiled(graph, program, image, run)
     assert not problems, "\n".join(problems[:10])
-    assert count == len(graph.tensors) > 100
+    assert count == len(graph.tensors) - 2 * program.cycles["fused_chains"] > 100
