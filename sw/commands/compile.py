@@ -14,7 +14,9 @@ DESCRIPTION = (
     "board's default engine (--board) or a TOML file (--config). Writes OUT/<name>.cfprog, the "
     "versioned Program file the driver and the emulator load, and OUT/<name>.report.txt. "
     "--report also prints what every compiler pass did and, per layer, the unit, passes, "
-    "DDR bytes moved and predicted cycles. A layer the engine cannot run is refused by name "
+    "DDR bytes moved and predicted cycles; --fuse chooses which 1x1 -> 3x3 -> 1x1 chains run as "
+    "row bands in the on-chip scratchpad (EngineConfig.fuse_buffer_bytes). A layer the engine "
+    "cannot run is refused by name "
     "with the EngineConfig field to change; nothing is written then."
 )
 
