@@ -82,6 +82,10 @@ class EngineConfig:
     pool_s_max: int = 4
     #: Max-pool block buffer capacity in rows of ``line_width`` pixels.
     pool_block_rows: int = 8
+    #: On-chip fusion scratchpad in bytes (0: none built). Operand views with the
+    #: ``onchip`` flag address it instead of DDR; the compiler fuses 1x1 -> 3x3 depthwise
+    #: -> 1x1 chains into row bands whose two intermediates fit it (docs/compiler.md).
+    fuse_buffer_bytes: int = 65536
 
     def __post_init__(self) -> None:
         def need(cond: bool, name: str, what: str) -> None:
@@ -126,6 +130,9 @@ class EngineConfig:
         need(isinstance(self.pool_s_max, int) and 1 <= self.pool_s_max <= 15, "pool_s_max", "in [1, 15] pixels")
         need(isinstance(self.pool_block_rows, int) and 1 <= self.pool_block_rows <= 1024,
              "pool_block_rows", "in [1, 1024] rows")
+        need(isinstance(self.fuse_buffer_bytes, int) and (self.fuse_buffer_bytes == 0
+             or 1024 <= self.fuse_buffer_bytes <= (1 << 22)) and self.fuse_buffer_bytes % 64 == 0,
+             "fuse_buffer_bytes", "0 (no scratchpad) or a multiple of 64 in [1024, 4 Mi] bytes")
 
     # -- derived figures -----------------------------------------------------------------
     @property

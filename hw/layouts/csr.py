@@ -127,8 +127,9 @@ CFG_FIELDS: tuple[str, ...] = (
     'pool_k_max',
     'pool_s_max',
     'pool_block_rows',
+    'fuse_buffer_bytes',
 )
-CFG_WORDS = 24
+CFG_WORDS = 25
 
 #: Byte offset of every register (of the first word of an array).
 ADDR_ID              = 0x000
@@ -252,9 +253,9 @@ REGISTERS: dict[str, Register] = {
         Field('value', 0, 32, 'ro', 0x0, 'Bits 63:32 as latched by the last read of the _LO register.'),
     )),
     'CFG_COUNT': Register('CFG_COUNT', 0x0FC, 'EngineConfig word count. Number of CFG words (EngineConfig fields + 1 hash word).', (
-        Field('count', 0, 32, 'const', 0x18, 'Words.'),
+        Field('count', 0, 32, 'const', 0x19, 'Words.'),
     )),
     'CFG': Register('CFG', 0x100, 'EngineConfig word. EngineConfig.to_csr_words(): one word per field (dataclass order), the last word a CRC-32 of names and values.', (
         Field('value', 0, 32, 'ro', 0x0, 'Encoded field value (ints as is, floats in thousandths, choice sets as bit masks).'),
-    ), 24, 4),
+    ), 25, 4),
 }

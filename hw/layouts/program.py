@@ -87,7 +87,9 @@ def view_layout(config: EngineConfig) -> data.StructLayout:
     (bytes), ``channel_stride`` (bytes between consecutive channels), ``pixel_stride``
     (bytes between horizontal neighbours), ``row_stride`` (bytes between rows),
     ``upsample`` (1: nearest 2x upsample on read; never set on ``dst``), ``signed``
-    (1: int8 elements, 0: uint8).
+    (1: int8 elements, 0: uint8), ``onchip`` (1: the view addresses the on-chip fusion
+    scratchpad of ``EngineConfig.fuse_buffer_bytes`` bytes -- offsets from its byte 0,
+    no base address added -- instead of the DDR buffer).
     """
     ch_bits = max(8, config.max_channels.bit_length())
     return data.StructLayout({
@@ -98,6 +100,7 @@ def view_layout(config: EngineConfig) -> data.StructLayout:
         "row_stride": unsigned(ADDR_BITS),
         "upsample": unsigned(1),
         "signed": unsigned(1),
+        "onchip": unsigned(1),
     })
 
 
@@ -117,6 +120,11 @@ def descriptor_layout(config: EngineConfig) -> data.StructLayout:
     * ``acc_bound_bits``: ``bit_length`` of the compiler's worst-case ``|acc + bias|``
       (INTEGER_SPEC §6); the engine's accumulator is at least this wide.
     * ``tile_rows`` [output rows per activation-buffer band].
+    * ``band_top`` [rows] (DW_REGULAR / DW_SQUARE only, 0 elsewhere): the descriptor is one
+      row band of a fused chain whose ``src`` starts mid-image; the input row read for
+      output row ``oy`` at vertical tap offset ``t`` (``i*dilation - pad`` regular,
+      ``(i-1)*d`` square) is ``oy*stride + t + band_top`` of ``src`` (rows outside
+      ``0..in_height-1`` are zero padding).
     * ``weights_offset``/``weights_bytes``, ``requant_offset`` [bytes from base].
     * ``src``, ``src2``, ``dst``: :func:`view_layout` operands (``src2`` is the dilation
       map, the offset map or the add's second operand).
@@ -146,6 +154,7 @@ def descriptor_layout(config: EngineConfig) -> data.StructLayout:
         "add_s": unsigned(config.s_bits),
         "acc_bound_bits": unsigned(7),
         "tile_rows": unsigned(DIM_BITS),
+        "band_top": unsigned(4),
         "weights_offset": unsigned(ADDR_BITS),
         "weights_bytes": unsigned(ADDR_BITS),
         "requant_offset": unsigned(ADDR_BITS),

@@ -30,6 +30,13 @@ and the table loads, depthwise layers ``C`` cycles to clear and ``C`` to requant
 This is a correct, bit-exact engine, not yet a fast one: the PE array's and depthwise
 unit's lane parallelism is not used (one MAC per cycle).
 
+Fusion scratchpad: an operand view with the ``onchip`` flag addresses the
+:class:`~convforge.hw.rtl.dma.Scratchpad` (``fuse_buffer_bytes``, offsets from its byte 0,
+no base address) instead of DDR; the same span states (RCMD/RDATA, WCMD/WDATA) take their
+bytes from it or give them to it, one byte per cycle, so a fused chain's row bands run on
+the very datapath of every other descriptor. ``band_top`` (DW_REGULAR / DW_SQUARE) shifts
+the input row of every tap down by that many rows (a band whose ``src`` starts mid-image).
+
 Checks, in the emulator's order (:class:`convforge.sw.runtime.emulator.Emulator`):
 
 * ``PROG_LENGTH`` = 0 or the descriptors reach past ``buf_bytes``: ADDRESS_RANGE, index 0;
@@ -42,10 +49,12 @@ Checks, in the emulator's order (:class:`convforge.sw.runtime.emulator.Emulator`
   ``max_channels``, dilation 0, ``w_bits`` outside 2..8, an accumulator bound
   (``acc_bound_bits``) wider than ``acc_bits``, CONV_PW with ``kernel != 1``, more weight
   bytes than ``weight_depth`` tiles hold, a depthwise layer with ``C_out != C_in``, a kernel
-  other than 3, a stride other than 1 or 2 or rows wider than ``line_width``:
+  other than 3, a stride other than 1 or 2 or rows wider than ``line_width``, a nonzero
+  ``band_top`` on another opcode than DW_SQUARE or DW_REGULAR (there at most ``pad``):
   BAD_DESCRIPTOR (the emulator's refusals, one for one);
 * any byte of an operand's whole view, of the weight tiles, requant words or depthwise
-  words at or past ``buf_bytes``: ADDRESS_RANGE;
+  words at or past ``buf_bytes`` (an ``onchip`` view: past ``fuse_buffer_bytes``, so any
+  ``onchip`` view when the engine has no scratchpad): ADDRESS_RANGE;
 * an AXI SLVERR / DECERR on a descriptor fetch or data transfer: AXI_SLVERR / AXI_DECERR;
 * no AXI handshake for ``watchdog_cycles`` while a transfer is pending: TIMEOUT (done at
   once; should the bus answer later, the pending bursts are drained before the next start);
@@ -79,7 +88,7 @@ from convforge.hw.layouts.program import (
 )
 from convforge.hw.rtl.axi import Resp, axi4_signature
 from convforge.hw.rtl.csr import UNIT_BUSY_LAYOUT
-from convforge.hw.rtl.dma import SPAN_BITS, ReadDma, WriteDma
+from convforge.hw.rtl.dma import SPAN_BITS, ReadDma, Scratchpad, WriteDma
 from convforge.hw.rtl.pool_add import ResidualAdd
 from convforge.hw.rtl.requant import Requant
 
@@ -141,7 +150,10 @@ class Engine(wiring.Component):
                     m.d.comb += getattr(self.m_axi, name).eq(getattr(part.axi, name))
                 else:
                     m.d.comb += getattr(part.axi, name).eq(getattr(self.m_axi, name))
-        dma_idle = reader.idle & writer.idle
+        # the fusion scratchpad (a 1-byte stand-in when the engine has none: every onchip view
+        # is then out of range, so it is never addressed)
+        m.submodules.scratch = scratch = Scratchpad(max(cfg.fuse_buffer_bytes, 1))
+        dma_idle = reader.idle & writer.idle & scratch.idle
         m.d.comb += [self.dma_rd_bytes.eq(Mux(reader.beat, cfg.axi_data_bits // 8, 0)),
                      self.dma_wr_bytes.eq(writer.wbytes)]
 
@@ -207,10 +219,13 @@ class Engine(wiring.Component):
         src2_last = last_byte(desc.src2, ho, wo, c2, "src2_last")
         dst_last = last_byte(desc.dst, Mux(is_copy | is_add, hi_, ho), Mux(is_copy | is_add, wi, wo),
                              Mux(is_conv, co, ci), "dst_last")
+        def limit(view):
+            return Mux(view.onchip, cfg.fuse_buffer_bytes, buf_bytes)
+
         out_of_range = Signal()
         m.d.comb += out_of_range.eq(
-            (src_last >= buf_bytes) | (dst_last >= buf_bytes)
-            | ((is_add | is_dws | is_dwb) & (src2_last >= buf_bytes))
+            (src_last >= limit(desc.src)) | (dst_last >= limit(desc.dst))
+            | ((is_add | is_dws | is_dwb) & (src2_last >= limit(desc.src2)))
             | (is_dw & (desc.weights_offset + (ci << 4) > buf_bytes))
             | (is_conv & ((desc.weights_offset + w_total > buf_bytes)
                           | (desc.requant_offset + (co << 3) > buf_bytes))))
@@ -224,6 +239,7 @@ class Engine(wiring.Component):
             | (is_add & ((co != ci) | (ho != hi_) | (wo != wi)))
             | ((is_add | is_dws | is_dwb) & (desc.src2.channel_stride == 0))
             | (is_dw & (co != ci))
+            | ((desc.band_top != 0) & ~(is_dws | (is_dwr & (desc.band_top <= pad))))
             | (is_pool & ((pad >= k) | (k > cfg.pool_k_max) | (st > cfg.pool_s_max)))
             | (is_dw & ((k != 3) | ((st != 1) & (st != 2)) | (wi > cfg.line_width)))
             | (is_conv & ((co == 0) | (co > cfg.max_channels) | (ci_eff > cfg.max_channels) | (desc.dilation == 0)
@@ -299,6 +315,7 @@ class Engine(wiring.Component):
             with m.Default():
                 m.d.comb += v.eq(desc.dst)
         move_addr = Signal(self.addr_bits)
+        on_chip = Signal()              # the current move addresses the scratchpad
         span = Signal(SPAN_BITS)
         pos = Signal(SPAN_BITS)
         cs_phase = Signal(8)
@@ -349,9 +366,10 @@ class Engine(wiring.Component):
             m.d.comb += [ty.eq(y0 + nb[1]), tx.eq(x0 + nb[0]),
                          coef.eq(Mux(nb[1], fy, one - fy) * Mux(nb[0], fx, one - fx))]
         with m.Elif(is_dws):
-            m.d.comb += [ty.eq(oy * st + tap_i * dmv - dmv), tx.eq(ox * st + tap_j * dmv - dmv), coef.eq(1)]
+            m.d.comb += [ty.eq(oy * st + tap_i * dmv - dmv + desc.band_top), tx.eq(ox * st + tap_j * dmv - dmv),
+                         coef.eq(1)]
         with m.Else():
-            m.d.comb += [ty.eq(iy), tx.eq(ix), coef.eq(1)]
+            m.d.comb += [ty.eq(iy + Mux(is_dwr, desc.band_top, 0)), tx.eq(ix), coef.eq(1)]
         dw_tap_used = (ty >= 0) & (ty < hi_) & (tx >= 0) & (tx < wi) & (coef != 0)
         coef_r = Signal.like(coef)
         tap_r = Signal(4)
@@ -385,7 +403,7 @@ class Engine(wiring.Component):
         m.d.comb += dma_err.eq(Mux(reader.error != 0, reader.error, writer.error))
 
         abort = Signal()
-        m.d.comb += [reader.abort.eq(abort), writer.abort.eq(abort)]
+        m.d.comb += [reader.abort.eq(abort), writer.abort.eq(abort), scratch.abort.eq(abort)]
         clear = Signal()
         m.d.comb += [reader.clear.eq(clear), writer.clear.eq(clear)]
 
@@ -588,8 +606,9 @@ class Engine(wiring.Component):
             with state("ADDR"):
                 up = v.upsample
                 m.d.sync += [
-                    move_addr.eq(base + v.offset + v.channel_offset + (my.as_unsigned() >> up) * v.row_stride
-                                 + (mx.as_unsigned() >> up) * v.pixel_stride),
+                    on_chip.eq(v.onchip),
+                    move_addr.eq(Mux(v.onchip, 0, base) + v.offset + v.channel_offset
+                                 + (my.as_unsigned() >> up) * v.row_stride + (mx.as_unsigned() >> up) * v.pixel_stride),
                     span.eq((nch - 1) * v.channel_stride + 1),
                     pos.eq(0), cs_phase.eq(0), ch.eq(0), feed.eq(0),
                 ]
@@ -598,12 +617,17 @@ class Engine(wiring.Component):
                 with m.Else():
                     m.next = "RCMD"
             with state("RCMD"):
-                m.d.comb += [reader.cmd_valid.eq(1), reader.cmd_addr.eq(move_addr), reader.cmd_bytes.eq(span)]
-                with m.If(reader.cmd_ready):
+                m.d.comb += [reader.cmd_valid.eq(~on_chip), reader.cmd_addr.eq(move_addr), reader.cmd_bytes.eq(span),
+                             scratch.rd_valid.eq(on_chip), scratch.rd_addr.eq(move_addr), scratch.rd_bytes.eq(span)]
+                with m.If(Mux(on_chip, scratch.rd_ready, reader.cmd_ready)):
                     m.next = "RDATA"
             with state("RDATA"):
-                byte = reader.o.payload
-                m.d.comb += [reader.o.ready.eq(1), a_rd.addr.eq(ch)]
+                # the span's bytes from DDR (the read DMA) or from the scratchpad: one path
+                byte = Signal(8)
+                byte_valid = Signal()
+                m.d.comb += [byte.eq(Mux(on_chip, scratch.o.payload, reader.o.payload)),
+                             byte_valid.eq(Mux(on_chip, scratch.o.valid, reader.o.valid)),
+                             reader.o.ready.eq(~on_chip), scratch.o.ready.eq(on_chip), a_rd.addr.eq(ch)]
                 cur = a_rd.data
                 bigger = Mux(v.signed, byte.as_signed() > cur.as_signed(), byte > cur)
                 # depthwise: acc[c] += w[c][tap] * coef * x
@@ -612,7 +636,7 @@ class Engine(wiring.Component):
                 m.d.comb += dw_w.eq(dw_word.weights.as_value().word_select(tap_r, 8))
                 dw_sum = Signal(signed(cfg.acc_bits))
                 m.d.comb += dw_sum.eq(acc_rd.data + dw_w * coef_r * element(byte, desc.src.signed))
-                with m.If(reader.o.valid):
+                with m.If(byte_valid):
                     m.d.sync += [pos.eq(pos + 1), cs_phase.eq(cs_next)]
                     with m.If(cs_phase == 0):
                         m.d.sync += ch.eq(ch + 1)
@@ -627,8 +651,9 @@ class Engine(wiring.Component):
                         m.d.sync += first.eq(0)
                         m.next = "SEQ"
             with state("WCMD"):
-                m.d.comb += [writer.cmd_valid.eq(1), writer.cmd_addr.eq(move_addr), writer.cmd_bytes.eq(span)]
-                with m.If(writer.cmd_ready):
+                m.d.comb += [writer.cmd_valid.eq(~on_chip), writer.cmd_addr.eq(move_addr), writer.cmd_bytes.eq(span),
+                             scratch.wr_valid.eq(on_chip), scratch.wr_addr.eq(move_addr), scratch.wr_bytes.eq(span)]
+                with m.If(Mux(on_chip, scratch.wr_ready, writer.cmd_ready)):
                     m.next = "WDATA"
             with state("WDATA"):
                 # the source of channel bytes: ADD's pipeline, else buffer A in order
@@ -640,11 +665,16 @@ class Engine(wiring.Component):
                 src_valid = Mux(is_add, radd.o.valid, 1)
                 src_byte = Mux(is_add, radd.o.payload[0][:8], Mux(is_conv | is_dw, b_rd.data, a_rd.data))
                 take = cs_phase == 0
-                m.d.comb += [writer.i.valid.eq(Mux(take, src_valid, 1)),
-                             writer.i.payload.data.eq(Mux(take, src_byte, 0)),
-                             writer.i.payload.strobe.eq(take),
-                             radd.o.ready.eq(is_add & take & writer.i.ready)]
-                with m.If(writer.i.valid & writer.i.ready):
+                # the span's items to DDR (the write DMA) or to the scratchpad: one path
+                item_valid = Signal()
+                item_ready = Signal()
+                m.d.comb += [item_valid.eq(Mux(take, src_valid, 1)),
+                             item_ready.eq(Mux(on_chip, scratch.i.ready, writer.i.ready))]
+                for sink in (writer.i, scratch.i):
+                    m.d.comb += [sink.payload.data.eq(Mux(take, src_byte, 0)), sink.payload.strobe.eq(take)]
+                m.d.comb += [writer.i.valid.eq(item_valid & ~on_chip), scratch.i.valid.eq(item_valid & on_chip),
+                             radd.o.ready.eq(is_add & take & item_ready)]
+                with m.If(item_valid & item_ready):
                     m.d.sync += [pos.eq(pos + 1), cs_phase.eq(cs_next)]
                     with m.If(take):
                         m.d.sync += ch.eq(ch + 1)

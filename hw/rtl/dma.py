@@ -1,4 +1,5 @@
-"""The accelerator's DMA: an AXI4 master read engine and write engine on byte streams.
+"""The accelerator's DMA: an AXI4 master read engine and write engine on byte streams,
+and the on-chip fusion scratchpad behind the same command / byte-stream interface.
 
 :class:`ReadDma` turns a command ``(address, bytes)`` into INCR bursts and delivers the
 bytes ``[address, address + bytes)`` in order, one per cycle, on a byte stream.
@@ -28,7 +29,7 @@ in flight.
 from __future__ import annotations
 
 from amaranth import Const, Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
@@ -267,4 +268,74 @@ class WriteDma(wiring.Component):
             m.d.sync += self.error.eq(axi.bresp)
         with m.If(self.clear):
             m.d.sync += self.error.eq(0)
+        return m
+
+
+class Scratchpad(wiring.Component):
+    """The on-chip fusion scratchpad: a byte-wide ``amaranth.lib.memory`` RAM of ``nbytes``
+    behind the same command / byte-stream interface as :class:`ReadDma` and
+    :class:`WriteDma`, so the controller's one span path moves a view marked ``onchip``
+    (:func:`convforge.hw.layouts.program.view_layout`) exactly as it moves a DDR view.
+
+    Read: a command ``(addr, nbytes)`` streams ``mem[addr : addr + nbytes]`` on ``o``, one
+    byte per cycle (synchronous read port, one cycle of latency, no bubbles while ``o`` is
+    ready). Write: a command ``(addr, nbytes)`` takes ``nbytes`` :data:`WRITE_ITEM` items on
+    ``i``, one per cycle; an item with ``strobe = 0`` leaves its byte unchanged. Addresses
+    are byte offsets from the scratchpad's byte 0; the controller checks every view against
+    ``nbytes`` before it issues a command (ADDRESS_RANGE otherwise).
+
+    Parameters:
+        nbytes: capacity in bytes (``EngineConfig.fuse_buffer_bytes``, >= 1).
+
+    Ports:
+        rd_addr, rd_bytes: In(SPAN_BITS); rd_valid: In(1); rd_ready: Out(1) (idle).
+        o: Out(stream of 8 bits).
+        wr_addr, wr_bytes: In(SPAN_BITS); wr_valid: In(1); wr_ready: Out(1) (no write
+        command taking items).
+        i: In(stream of :data:`WRITE_ITEM`).
+        abort: In(1) -- drop the rest of both commands; idle: Out(1).
+    """
+
+    def __init__(self, nbytes: int) -> None:
+        if nbytes < 1:
+            raise ConfigError(f"scratchpad of {nbytes} bytes: needs at least 1 (EngineConfig.fuse_buffer_bytes)")
+        self.nbytes = nbytes
+        super().__init__({
+            "rd_addr": In(SPAN_BITS), "rd_bytes": In(SPAN_BITS), "rd_valid": In(1), "rd_ready": Out(1),
+            "o": Out(stream.Signature(8)),
+            "wr_addr": In(SPAN_BITS), "wr_bytes": In(SPAN_BITS), "wr_valid": In(1), "wr_ready": Out(1),
+            "i": In(stream.Signature(WRITE_ITEM)),
+            "abort": In(1), "idle": Out(1),
+        })
+
+    def elaborate(self, platform) -> Module:  # noqa: ARG002
+        m = Module()
+        m.submodules.ram = ram = memory.Memory(shape=8, depth=self.nbytes, init=[])
+        rd, wr = ram.read_port(), ram.write_port()
+        ptr, left, have = Signal(SPAN_BITS), Signal(SPAN_BITS), Signal()
+        wptr, wleft = Signal(SPAN_BITS), Signal(SPAN_BITS)
+        rd_idle = (left == 0) & ~have
+        m.d.comb += [self.rd_ready.eq(rd_idle), self.wr_ready.eq(wleft == 0),
+                     self.idle.eq(rd_idle & (wleft == 0))]
+        # -- read: the port's data register holds the byte on offer until it is taken --------
+        advance = (left != 0) & (~have | self.o.ready) & ~self.abort
+        m.d.comb += [rd.addr.eq(ptr), rd.en.eq(advance), self.o.payload.eq(rd.data),
+                     self.o.valid.eq(have & ~self.abort)]
+        with m.If(self.abort):
+            m.d.sync += [left.eq(0), have.eq(0)]
+        with m.Elif(advance):
+            m.d.sync += [ptr.eq(ptr + 1), left.eq(left - 1), have.eq(1)]
+        with m.Elif(self.o.ready):
+            m.d.sync += have.eq(0)
+        with m.If(self.rd_valid & rd_idle & ~self.abort):
+            m.d.sync += [ptr.eq(self.rd_addr), left.eq(self.rd_bytes)]
+        # -- write: one item per cycle, strobe = write enable ----------------------------------
+        m.d.comb += [self.i.ready.eq(wleft != 0), wr.addr.eq(wptr), wr.data.eq(self.i.payload.data),
+                     wr.en.eq(self.i.valid & self.i.ready & self.i.payload.strobe & ~self.abort)]
+        with m.If(self.abort):
+            m.d.sync += wleft.eq(0)
+        with m.Elif(self.i.valid & self.i.ready):
+            m.d.sync += [wptr.eq(wptr + 1), wleft.eq(wleft - 1)]
+        with m.If(self.wr_valid & (wleft == 0) & ~self.abort):
+            m.d.sync += [wptr.eq(self.wr_addr), wleft.eq(self.wr_bytes)]
         return m

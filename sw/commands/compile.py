@@ -14,7 +14,9 @@ DESCRIPTION = (
     "board's default engine (--board) or a TOML file (--config). Writes OUT/<name>.cfprog, the "
     "versioned Program file the driver and the emulator load, and OUT/<name>.report.txt. "
     "--report also prints what every compiler pass did and, per layer, the unit, passes, "
-    "DDR bytes moved and predicted cycles. A layer the engine cannot run is refused by name "
+    "DDR bytes moved and predicted cycles; --fuse chooses which 1x1 -> 3x3 -> 1x1 chains run as "
+    "row bands in the on-chip scratchpad (EngineConfig.fuse_buffer_bytes). A layer the engine "
+    "cannot run is refused by name "
     "with the EngineConfig field to change; nothing is written then."
 )
 
@@ -27,6 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", action="store_true", help="print the pass and per-layer report")
     p.add_argument("--no-reuse", action="store_true",
                    help="keep every tensor in its own region (all intermediates readable after a device run)")
+    p.add_argument("--fuse", choices=("auto", "always", "never"), default="auto",
+                   help="run 1x1 -> 3x3 depthwise -> 1x1 chains as row bands in the on-chip scratchpad "
+                        "(EngineConfig.fuse_buffer_bytes): auto = where the cycle model predicts fewer cycles "
+                        "(default), always = wherever the bands fit, never = every tensor in DDR (fused "
+                        "intermediates cannot be read back)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     path = args.qgraph or default_qgraph()
     graph = QGraph.load(path)
     cfg = resolve_config(args.board, args.config)
-    program = compile(graph, cfg, ddr_gbps=get_board(args.board).ddr_gbps, reuse_buffers=not args.no_reuse)
+    program = compile(graph, cfg, ddr_gbps=get_board(args.board).ddr_gbps, reuse_buffers=not args.no_reuse,
+                      fuse=args.fuse)
     name = args.name or Path(path).with_suffix("").name
     out = program.save(args.out / f"{name}.cfprog")
     report = format_report(program)

@@ -13,8 +13,10 @@ Each pass is a small function over a :class:`Compilation` that records what it d
               for shuffle) of a shared buffer, consumers read views, upsample is a read flag.
               Where a movement cannot be folded (a tensor two consumers want in two places,
               the graph input or a view placed into a concat) an explicit ``COPY`` is emitted.
-``fuse``      mark 1x1 -> 3x3 depthwise -> 1x1 chains whose intermediate rows fit the
-              activation buffer (reported; the descriptors still pass through DDR, see docs).
+``fuse``      find 1x1 -> 3x3 depthwise -> 1x1 chains and choose, per chain, the band of
+              output rows whose two intermediates (the 1x1's rows incl. the 3x3's halo and
+              the 3x3's rows) fit the on-chip scratchpad (``fuse_buffer_bytes``); ``tile``
+              then emits the chain band by band with the intermediates ``onchip``.
 ``tile``      split PE-array passes by output channels to fit ``weight_depth`` and choose the
               band of output rows that fits ``act_buffer_bytes``.
 ``allocate``  the memory plan: one region per materialised buffer, lifetimes in
@@ -51,6 +53,8 @@ from convforge.sw.runtime.program import Piece, Program, TensorPlace
 #: Activation regions start on this byte alignment.
 REGION_ALIGN = 64
 COMPUTE_OPS = ("conv", "square_deform_dw", "bilinear_deform", "add", "maxpool")
+#: ``compile(fuse=...)`` / ``convforge compile --fuse``: which fusable chains are fused.
+FUSE_MODES = ("auto", "always", "never")
 
 
 # -- intermediate representation ------------------------------------------------------------
@@ -70,6 +74,8 @@ class Region:
     offset: int = -1
     first: int = 1 << 30
     last: int = -1
+    #: ``"ddr"`` (the Program's buffer) or ``"scratch"`` (the on-chip fusion scratchpad).
+    space: str = "ddr"
 
     @property
     def pixel_stride(self) -> int:
@@ -108,11 +114,14 @@ class VPiece:
 
 @dataclass
 class Operand:
+    """``height`` rows of a view starting at row ``row`` of its region."""
+
     view: View
     height: int
     width: int
     channels: int
     signed: bool
+    row: int = 0
 
 
 @dataclass
@@ -132,8 +141,32 @@ class Step:
     s: np.ndarray | None = None
     acc_bound: int = 0
     tile_rows: int = 0
+    band_top: int = 0
     fused: bool = False
     note: str = ""
+
+
+@dataclass
+class Chain:
+    """A fused 1x1 -> 3x3 depthwise -> 1x1 chain (layers ``a``, ``b``, ``d``).
+
+    ``band`` output rows of ``b`` (= of ``d``) per band; ``halo`` rows of ``b``'s input
+    above and below a band (dilation, or D_max for square-deformable); ``scratch`` the
+    scratchpad bytes a band needs; ``plain`` the unfused steps (for the DDR figures);
+    ``ddr`` the DDR regions the intermediates would have taken."""
+
+    a: str
+    b: str
+    d: str
+    band: int
+    halo: int
+    stride: int
+    scratch: int
+    mids: tuple[str, str]
+    plain: list[Step] = field(default_factory=list)
+    ddr: dict[str, Region] = field(default_factory=dict)
+    first_step: int = 0
+    last_step: int = 0
 
 
 @dataclass
@@ -144,6 +177,12 @@ class Compilation:
     config: EngineConfig
     ddr_gbps: float = DEFAULT_DDR_GBPS
     reuse_buffers: bool = True
+    #: fuse chains into on-chip row bands (needs ``config.fuse_buffer_bytes > 0``): one of
+    #: :data:`FUSE_MODES` -- "auto" where the cycle model predicts fewer cycles, "always"
+    #: wherever the bands fit, "never"
+    fuse: str = "auto"
+    #: first layer of a fused chain -> the chain
+    chains: dict[str, Chain] = field(default_factory=dict)
     report: dict[str, list[str]] = field(default_factory=dict)
     bounds: dict[str, tuple[int, int]] = field(default_factory=dict)   # layer -> (|acc+bias|, |acc|)
     opcodes: dict[str, Opcode] = field(default_factory=dict)
@@ -465,17 +504,15 @@ def tile(c: Compilation) -> None:
     pending = c.pending
     c.ready[g.input] = -1
     n_split = 0
+    in_chain = {name for ch in c.chains.values() for name in (ch.b, ch.d)}
     for layer in g.layers:
         for src, dst in pending.get(layer.name, []):
             _copy_steps(c, layer.name, src, dst)
-        if layer.op in COMPUTE_OPS:
+        if layer.name in c.chains:
+            n_split += _chain_steps(c, c.chains[layer.name])
+        elif layer.op in COMPUTE_OPS and layer.name not in in_chain:
             before = len(c.steps)
-            for piece in c.place[layer.outputs[0]]:
-                # a pass carries at most max_channels channels (PE layers tile finer for weight_depth)
-                for first in range(0, piece.count, cfg.max_channels):
-                    count = min(cfg.max_channels, piece.count - first)
-                    n_split += _layer_steps(c, layer, VPiece(piece.start + first, count, piece.view.slice(first)))
-                    n_split += first > 0
+            n_split += _layer_all_steps(c, layer)
             if len(c.steps) - before > 1:
                 c.log("tile", f"{layer.name}: {len(c.steps) - before} passes")
         done = len(c.steps) - 1
@@ -487,6 +524,102 @@ def tile(c: Compilation) -> None:
     c.log("tile", f"{len(c.steps)} passes ({n_split} extra output-channel tiles for weight_depth="
                   f"{cfg.weight_depth} / max_channels={cfg.max_channels}); act_buffer_bytes="
                   f"{cfg.act_buffer_bytes} per half")
+
+
+def _layer_all_steps(c: Compilation, layer: Layer) -> int:
+    """Append every step of one computing layer; returns the extra output-channel tiles."""
+    n_split = 0
+    for piece in c.place[layer.outputs[0]]:
+        # a pass carries at most max_channels channels (PE layers tile finer for weight_depth)
+        for first in range(0, piece.count, c.config.max_channels):
+            count = min(c.config.max_channels, piece.count - first)
+            n_split += _layer_steps(c, layer, VPiece(piece.start + first, count, piece.view.slice(first)))
+            n_split += first > 0
+    return n_split
+
+
+def _chain_steps(c: Compilation, ch: Chain) -> int:
+    """Append a fused chain band by band (:func:`_banded`), or, with ``fuse="auto"`` when
+    the cycle model predicts no gain for any band height tried, unfused (the chain is then
+    dropped from ``c.chains``). Returns the extra output-channel tiles."""
+    layers = {layer.name: layer for layer in c.graph.layers}
+    start = len(c.steps)
+    n_split = sum(_layer_all_steps(c, layers[name]) for name in (ch.a, ch.b, ch.d))
+    ch.plain = c.steps[start:]
+    del c.steps[start:]
+    name = f"{ch.a} -> {ch.b} -> {ch.d}"
+    mid_regions = [c.place[t][0].view.region for t in ch.mids]
+    h_out = c.regions[mid_regions[1]].height
+    fewest = -(-h_out // ch.band)
+    # band heights tried: the largest that fits, and equal bands for 1-2 more bands
+    heights = [ch.band] + ([] if c.fuse == "always" else
+                           sorted({-(-h_out // k) for k in range(fewest, min(fewest + 3, h_out) + 1)} - {ch.band},
+                                  reverse=True))
+    options = [(_predicted(c, steps, regions), n, steps, regions)
+               for n in heights for steps, regions in [_banded(c, ch, n)]]
+    cycles, band, steps, regions = min(options, key=lambda o: (o[0], -o[1]))
+    if c.fuse == "auto":
+        plain = _predicted(c, ch.plain, c.regions)
+        if cycles >= plain:
+            c.log("tile", f"{name}: not fused (cycle model: {cycles} cycles in bands of {band} rows, "
+                          f"{plain} unfused)")
+            c.steps.extend(ch.plain)
+            del c.chains[ch.a]
+            return n_split
+    ch.band = band
+    ch.ddr = {name: c.regions.pop(name) for name in mid_regions}
+    for t, region in zip(ch.mids, regions, strict=True):
+        c.regions[region.name] = region
+        c.place[t] = [replace(p, view=replace(p.view, region=region.name)) for p in c.place[t]]
+    ch.first_step = len(c.steps)
+    c.steps.extend(steps)
+    ch.last_step = len(c.steps) - 1
+    ch.scratch = sum(_region_bytes(r.height, r) for r in regions)
+    c.log("tile", f"{name}: {len(steps)} fused passes ({len(steps) // len(ch.plain)} bands of {band} rows x "
+                  f"{len(ch.plain)})")
+    return n_split
+
+
+def _banded(c: Compilation, ch: Chain, band: int) -> tuple[list[Step], tuple[Region, Region]]:
+    """The chain's steps for bands of ``band`` output rows ``[y0, y1)`` of the 3x3: the first
+    1x1 on input rows ``[r0, r1)`` (the band plus the halo, clipped to the image) DDR ->
+    scratch, the 3x3 scratch -> scratch (``band_top = y0*s - r0``), the last 1x1 scratch
+    -> DDR rows ``[y0, y1)``; and the two scratchpad regions."""
+    ra, rb = (c.regions[c.place[t][0].view.region] for t in ch.mids)
+    h_in, h_out = ra.height, rb.height
+    rows_a = min(h_in, (band - 1) * ch.stride + 2 * ch.halo + 1)
+    sa = Region(f"s:{ch.mids[0]}", ra.channels, rows_a, ra.width, ra.align, space="scratch")
+    sb = Region(f"s:{ch.mids[1]}", rb.channels, band, rb.width, rb.align, space="scratch")
+
+    def onchip(opd: Operand, region: Region, height: int) -> Operand:
+        return replace(opd, view=replace(opd.view, region=region.name), height=height, row=0)
+
+    steps = []
+    for y0 in range(0, h_out, band):
+        y1 = min(h_out, y0 + band)
+        r0, r1 = max(0, y0 * ch.stride - ch.halo), min(h_in, (y1 - 1) * ch.stride + ch.halo + 1)
+        note = f"fused band: rows {y0}..{y1 - 1} (input rows {r0}..{r1 - 1})"
+        for st in ch.plain:
+            if st.layer == ch.a:
+                new = replace(st, src=replace(st.src, row=st.src.row + r0, height=r1 - r0),
+                              dst=onchip(st.dst, sa, r1 - r0))
+            elif st.layer == ch.b:
+                src2 = None if st.src2 is None else replace(st.src2, row=st.src2.row + y0, height=y1 - y0)
+                new = replace(st, src=onchip(st.src, sa, r1 - r0), dst=onchip(st.dst, sb, y1 - y0), src2=src2,
+                              band_top=y0 * ch.stride - r0)
+            else:
+                new = replace(st, src=onchip(st.src, sb, y1 - y0), dst=replace(st.dst, row=st.dst.row + y0,
+                                                                               height=y1 - y0))
+            steps.append(replace(new, fused=True, note=note))
+    return steps, (sa, sb)
+
+
+def _predicted(c: Compilation, steps: list[Step], regions: dict[str, Region] | tuple[Region, ...]) -> int:
+    """Cycle-model cycles of ``steps`` (their bands of the activation buffer included)."""
+    if isinstance(regions, tuple):
+        regions = {**c.regions, **{r.name: r for r in regions}}
+    records = [_record(regions, replace(st, tile_rows=_band_rows(st, c.config)), 0, 0, 0, 0) for st in steps]
+    return sum(descriptor_figures(r, c.config, c.ddr_gbps)["cycles"] for r in _fill_views(records))
 
 
 def _band_rows(step: Step, cfg: EngineConfig) -> int:
@@ -566,29 +699,94 @@ def _layer_steps(c: Compilation, layer: Layer, out_piece: VPiece) -> int:
 
 
 # -- pass: fuse ------------------------------------------------------------------------------------
+def _region_bytes(rows: int, region: Region) -> int:
+    return -(-rows * region.row_stride // REGION_ALIGN) * REGION_ALIGN
+
+
+def _not_fusable(c: Compilation, a: Layer, b: Layer, d: Layer, consumers: dict[str, int]) -> str:
+    """Why the chain cannot run fused ("" when it can)."""
+    outputs = set(c.graph.outputs.values())
+    for t in (a.outputs[0], b.outputs[0]):
+        if consumers.get(t) != 1 or t in outputs:
+            return f"{t} has other readers"
+        if len(c.place[t]) != 1 or c.regions[c.place[t][0].view.region].channels != _shape(c, t)[0]:
+            return f"{t} shares its buffer (concat/shuffle placement)"
+    for layer in (a, d):
+        if _pair(layer.attrs["stride"])[0] != 1:
+            return f"{layer.name} has stride {_pair(layer.attrs['stride'])[0]}"
+    if c.pending.get(b.name) or c.pending.get(d.name):
+        return "a copy is needed inside the chain"
+    for t in (a.inputs[0], *b.inputs[1:]):
+        key, piece = _input_piece(c, t)
+        if len(c.place[key]) != 1 or piece.view.upsample:
+            return f"{t} is read through a 2x upsample or from several pieces"
+    return ""
+
+
 def fuse(c: Compilation) -> None:
-    """Find 1x1 -> 3x3 depthwise -> 1x1 chains whose intermediates have one consumer and whose
-    line-buffer rows (``2*dilation + 1`` rows of the expanded tensor) fit the activation buffer."""
+    """Choose the 1x1 -> 3x3 depthwise -> 1x1 chains to fuse and their band heights.
+
+    A chain fuses when its intermediates have one reader each, both 1x1 layers have
+    stride 1, no copy sits inside it and its inputs are plain views. Per band of ``n``
+    output rows of the 3x3 (stride ``s``, halo ``h`` = dilation, or the layer's D_max for
+    square-deformable) the scratchpad holds ``min(H, (n-1)*s + 2h + 1)`` rows of the
+    expanded tensor and ``n`` rows of the 3x3's output (each rounded up to 64 bytes); the
+    band is the largest ``n`` for which both fit ``EngineConfig.fuse_buffer_bytes``. A chain
+    whose single-row band does not fit is reported with the bytes it needs.
+    """
+    cfg = c.config
     consumers: dict[str, int] = {}
     for layer in c.graph.layers:
         for t in layer.inputs:
             consumers[t] = consumers.get(t, 0) + 1
-    by_layer = {layer.name: layer for layer in c.graph.layers}
-    chains = 0
     layers = c.graph.layers
+    found = 0
     for a, b, d in zip(layers, layers[1:], layers[2:], strict=False):
-        if (c.opcodes.get(a.name) == Opcode.CONV_PW and c.opcodes.get(b.name) in (Opcode.DW_REGULAR, Opcode.DW_SQUARE)
+        if not (c.opcodes.get(a.name) == Opcode.CONV_PW
+                and c.opcodes.get(b.name) in (Opcode.DW_REGULAR, Opcode.DW_SQUARE)
                 and c.opcodes.get(d.name) == Opcode.CONV_PW and b.inputs[0] == a.outputs[0]
-                and d.inputs[0] == b.outputs[0] and consumers.get(a.outputs[0]) == 1
-                and consumers.get(b.outputs[0]) == 1):
-            ch, _, w = _shape(c, a.outputs[0])
-            rows = 2 * (c.config.d_max if c.opcodes[b.name] == Opcode.DW_SQUARE else
-                        _pair(by_layer[b.name].attrs["dilation"])[0]) + 1
-            if rows * w * ch <= c.config.act_buffer_bytes:
-                chains += 1
-                c.log("fuse", f"candidate chain {a.name} -> {b.name} -> {d.name} ({rows} rows x {w} px x {ch} ch)")
-    c.log("fuse", f"{chains} 1x1 -> 3x3 -> 1x1 chains fit on chip; not fused: every pass still goes "
-                  "through DDR (fused execution is left to the accelerator issue)")
+                and d.inputs[0] == b.outputs[0]):
+            continue
+        found += 1
+        name = f"{a.name} -> {b.name} -> {d.name}"
+        if c.fuse == "never" or cfg.fuse_buffer_bytes == 0:
+            continue
+        why = _not_fusable(c, a, b, d, consumers)
+        if why:
+            c.log("fuse", f"{name}: not fused ({why})")
+            continue
+        square = c.opcodes[b.name] == Opcode.DW_SQUARE
+        halo = int(b.attrs["d_max"]) if square else _pair(b.attrs["dilation"])[0]
+        stride = _pair(b.attrs["stride"])[0]
+        ra = c.regions[c.place[a.outputs[0]][0].view.region]
+        rb = c.regions[c.place[b.outputs[0]][0].view.region]
+
+        def need(n: int, ra: Region = ra, rb: Region = rb, halo: int = halo, stride: int = stride) -> int:
+            return _region_bytes(min(ra.height, (n - 1) * stride + 2 * halo + 1), ra) + _region_bytes(n, rb)
+
+        band = 0
+        for n in range(rb.height, 0, -1):
+            if need(n) <= cfg.fuse_buffer_bytes:
+                band = n
+                break
+        if band == 0:
+            c.log("fuse", f"{name}: not fused (one output row needs {need(1)} B of scratchpad, "
+                          f"EngineConfig.fuse_buffer_bytes = {cfg.fuse_buffer_bytes})")
+            continue
+        c.chains[a.name] = Chain(a.name, b.name, d.name, band, halo, stride, need(band),
+                                 (a.outputs[0], b.outputs[0]))
+        c.log("fuse", f"{name}: fits in bands of up to {band} rows (halo {halo}, scratchpad {need(band)} B)")
+    if c.fuse not in FUSE_MODES:
+        raise CompileError(f"fuse={c.fuse!r}: choose one of {', '.join(FUSE_MODES)}")
+    if c.fuse == "never":
+        c.log("fuse", f"{found} 1x1 -> 3x3 -> 1x1 chains; fusion disabled (fuse='never' / --fuse never)")
+    elif cfg.fuse_buffer_bytes == 0:
+        c.log("fuse", f"{found} 1x1 -> 3x3 -> 1x1 chains; none fused: the engine has no scratchpad "
+                      "(EngineConfig.fuse_buffer_bytes = 0)")
+    else:
+        c.log("fuse", f"{len(c.chains)} of {found} 1x1 -> 3x3 -> 1x1 chains fit the scratchpad "
+                      f"({cfg.fuse_buffer_bytes} B) in row bands"
+                      + ("; 'auto': tile fuses those the cycle model predicts faster" if c.fuse == "auto" else ""))
 
 
 # -- pass: allocate ----------------------------------------------------------------------------------
@@ -607,22 +805,43 @@ def allocate(c: Compilation, image_bytes: int) -> int:
             if opd is not None:
                 touch(opd.view, i)
     for t, pieces in c.place.items():
-        if t.startswith("@"):
+        if t.startswith("@") or any(c.regions[p.view.region].space == "scratch" for p in pieces):
             continue
         ready = c.ready.get(t, -1)
         end = n if t in c.graph.outputs.values() or t == c.graph.input else ready
         for pc in pieces:
             touch(pc.view, max(ready, 0) if t != c.graph.input else -1)
             touch(pc.view, end)
-    placed: list[Region] = []
     base = -(-image_bytes // REGION_ALIGN) * REGION_ALIGN
+    ddr = [r for r in c.regions.values() if r.space == "ddr"]
+    top = _first_fit(ddr, base, c.reuse_buffers)
+    total = sum(r.size for r in ddr)
+    c.log("allocate", f"{len(ddr)} regions, {total} bytes of activations packed into {top - base} bytes "
+                      f"({'with' if c.reuse_buffers else 'without'} reuse)")
+    scratch = [r for r in c.regions.values() if r.space == "scratch"]
+    if scratch:
+        # the scratchpad is always reused: each fused chain needs it only while it runs
+        s_top = _first_fit(scratch, 0, True)
+        if s_top > c.config.fuse_buffer_bytes:  # fuse sized every band to fit: a compiler bug
+            raise CompileError(f"internal: fused bands need {s_top} B of scratchpad, "
+                               f"fuse_buffer_bytes = {c.config.fuse_buffer_bytes}")
+        c.log("allocate", f"{len(scratch)} scratchpad regions, at most {s_top} of "
+                          f"{c.config.fuse_buffer_bytes} B live")
+    return top
+
+
+def _first_fit(regions: list[Region], base: int, reuse: bool) -> int:
+    """First-fit offsets from ``base``, largest first; a region may reuse the bytes of one
+    whose lifetime (descriptor indices) does not intersect its own when ``reuse``.
+    Returns the end of the highest region."""
+    placed: list[Region] = []
     top = base
-    for r in sorted(c.regions.values(), key=lambda r: (-r.size, r.name)):
+    for r in sorted(regions, key=lambda r: (-r.size, r.name)):
         if r.last < 0 and r.first >= (1 << 30):
             r.first, r.last = 0, 0
         size = -(-r.size // REGION_ALIGN) * REGION_ALIGN
         busy = sorted((q.offset, q.offset + -(-q.size // REGION_ALIGN) * REGION_ALIGN) for q in placed
-                      if not c.reuse_buffers or (q.first <= r.last and r.first <= q.last))
+                      if not reuse or (q.first <= r.last and r.first <= q.last))
         offset = base
         for lo, hi in busy:
             if offset + size <= lo:
@@ -631,20 +850,38 @@ def allocate(c: Compilation, image_bytes: int) -> int:
         r.offset = offset
         placed.append(r)
         top = max(top, offset + size)
-    total = sum(r.size for r in c.regions.values())
-    c.log("allocate", f"{len(c.regions)} regions, {total} bytes of activations packed into {top - base} bytes "
-                      f"({'with' if c.reuse_buffers else 'without'} reuse)")
     return top
 
 
 # -- pass: emit -----------------------------------------------------------------------------------
-def _view_fields(c: Compilation, opd: Operand | None) -> dict[str, int]:
+def _view_fields(regions: dict[str, Region], opd: Operand | None) -> dict[str, int]:
     if opd is None:
         return {}
-    r = c.regions[opd.view.region]
-    return {"offset": r.offset, "channel_offset": opd.view.channel_offset, "channel_stride": opd.view.channel_stride,
-            "pixel_stride": r.pixel_stride, "row_stride": r.row_stride, "upsample": int(opd.view.upsample),
-            "signed": int(opd.signed)}
+    r = regions[opd.view.region]
+    return {"offset": r.offset + opd.row * r.row_stride, "channel_offset": opd.view.channel_offset,
+            "channel_stride": opd.view.channel_stride, "pixel_stride": r.pixel_stride, "row_stride": r.row_stride,
+            "upsample": int(opd.view.upsample), "signed": int(opd.signed), "onchip": int(r.space == "scratch")}
+
+
+def _record(regions: dict[str, Region], step: Step, tag: int, w_off: int, w_bytes: int, r_off: int) -> dict[str, Any]:
+    """One descriptor's fields (table offsets absolute, 0 when the step has none)."""
+    f = step.fields
+    return {
+        "opcode": int(step.opcode), "config_tag": tag,
+        "in_channels": step.src.channels, "out_channels": step.dst.channels,
+        "in_height": step.src.height, "in_width": step.src.width,
+        "out_height": step.dst.height, "out_width": step.dst.width,
+        "kernel": f.get("kernel", 1), "stride": f.get("stride", 1), "pad": f.get("pad", 0),
+        "dilation": f.get("dilation", 1), "w_bits": f.get("w_bits", 0),
+        "lo": f.get("lo", 0), "hi": f.get("hi", 0), "d_max": f.get("d_max", 0),
+        "frac_bits": f.get("frac_bits", 0), "offset_range": f.get("offset_range", 0),
+        "add_ma": f.get("add_ma", 0), "add_mb": f.get("add_mb", 0), "add_s": f.get("add_s", 0),
+        "acc_bound_bits": int(step.acc_bound).bit_length(), "tile_rows": step.tile_rows,
+        "band_top": step.band_top,
+        "weights_offset": w_off, "weights_bytes": w_bytes, "requant_offset": r_off,
+        "src": _view_fields(regions, step.src), "src2": _view_fields(regions, step.src2),
+        "dst": _view_fields(regions, step.dst),
+    }
 
 
 def _tables(c: Compilation) -> tuple[list[bytes], list[tuple[int, int, int]]]:
@@ -701,24 +938,9 @@ def emit(c: Compilation) -> Program:
     image_bytes = table_base + sum(len(b) for b in blobs)
     buffer_bytes = allocate(c, image_bytes)
     tag = config_tag(cfg)
-    records = []
-    for step, (w_off, w_bytes, r_off) in zip(c.steps, where, strict=True):
-        f = step.fields
-        records.append({
-            "opcode": int(step.opcode), "config_tag": tag,
-            "in_channels": step.src.channels, "out_channels": step.dst.channels,
-            "in_height": step.src.height, "in_width": step.src.width,
-            "out_height": step.dst.height, "out_width": step.dst.width,
-            "kernel": f.get("kernel", 1), "stride": f.get("stride", 1), "pad": f.get("pad", 0),
-            "dilation": f.get("dilation", 1), "w_bits": f.get("w_bits", 0),
-            "lo": f.get("lo", 0), "hi": f.get("hi", 0), "d_max": f.get("d_max", 0),
-            "frac_bits": f.get("frac_bits", 0), "offset_range": f.get("offset_range", 0),
-            "add_ma": f.get("add_ma", 0), "add_mb": f.get("add_mb", 0), "add_s": f.get("add_s", 0),
-            "acc_bound_bits": int(step.acc_bound).bit_length(), "tile_rows": step.tile_rows,
-            "weights_offset": table_base + w_off if w_bytes else 0, "weights_bytes": w_bytes,
-            "requant_offset": table_base + r_off if w_bytes else 0,
-            "src": _view_fields(c, step.src), "src2": _view_fields(c, step.src2), "dst": _view_fields(c, step.dst),
-        })
+    records = [_record(c.regions, step, tag, table_base + w_off if w_bytes else 0, w_bytes,
+                       table_base + r_off if w_bytes else 0)
+               for step, (w_off, w_bytes, r_off) in zip(c.steps, where, strict=True)]
     records.append({"opcode": int(Opcode.END), "config_tag": tag})
     layout = descriptor_layout(cfg)
     desc_bytes = pack_array(layout, _columns(records), count=len(records))
@@ -730,6 +952,7 @@ def emit(c: Compilation) -> Program:
         pos += len(b)
     figures = [descriptor_figures(r, cfg, c.ddr_gbps) for r in _fill_views(records[:-1])]
     totals = frame_figures(figures, cfg)
+    _report_chains(c, figures, tag)
     descriptors = []
     for i, (step, fig) in enumerate(zip(c.steps, figures, strict=True)):
         descriptors.append({"index": i, "layer": step.layer, "opcode": step.opcode.name, **fig,
@@ -737,25 +960,49 @@ def emit(c: Compilation) -> Program:
     descriptors.append({"index": len(c.steps), "layer": "", "opcode": "END", "unit": "controller", "cycles": 0,
                         "compute_cycles": 0, "dma_cycles": 0, "ddr_bytes": 0, "macs": 0})
     tensors = {}
+    fused = {t: f"{ch.a} -> {ch.b} -> {ch.d}" for ch in c.chains.values() for t in ch.mids}
     for t, tt in c.graph.tensors.items():
+        if t in fused:
+            tensors[t] = TensorPlace(t, tuple(tt.shape), tt.signed, tt.scale, (), c.ready.get(t, -1), fused[t])
+            continue
         pieces = tuple(Piece(p.start, p.count, c.regions[p.view.region].offset, p.view.channel_offset,
                              p.view.channel_stride, c.regions[p.view.region].pixel_stride,
                              c.regions[p.view.region].row_stride, p.view.upsample) for p in c.place[t])
         tensors[t] = TensorPlace(t, tuple(tt.shape), tt.signed, tt.scale, pieces, c.ready.get(t, -1))
-    regions = [{"name": r.name, "offset": r.offset, "bytes": r.size, "first": r.first, "last": r.last,
-                "channels": r.channels, "height": r.height, "width": r.width}
-               for r in sorted(c.regions.values(), key=lambda r: r.offset)]
+    regions = [{"name": r.name, "space": r.space, "offset": r.offset, "bytes": r.size, "first": r.first,
+                "last": r.last, "channels": r.channels, "height": r.height, "width": r.width}
+               for r in sorted(c.regions.values(), key=lambda r: (r.space, r.offset))]
     c.log("emit", f"{n_desc} descriptors x {DESCRIPTOR_BYTES} B, {image_bytes - table_base} B of weights/tables, "
                   f"buffer {buffer_bytes} B; predicted {totals['cycles']} cycles/frame = {totals['fps']:.1f} FPS "
                   f"at {cfg.clock_mhz:g} MHz, MAC utilisation {totals['mac_utilisation']:.1%}")
     report = [f"[{name}] {line}" for name, lines in c.report.items() for line in lines]
     return Program(config=cfg, image=image, buffer_bytes=buffer_bytes, n_descriptors=n_desc,
                    descriptors=descriptors, regions=regions, tensors=tensors, input=c.graph.input,
-                   outputs=dict(c.graph.outputs), cycles={**totals, "copies": c.copies, "ddr_gbps": c.ddr_gbps},
-                   meta={**c.graph.meta, "reuse_buffers": c.reuse_buffers}, report=report)
+                   outputs=dict(c.graph.outputs),
+                   cycles={**totals, "copies": c.copies, "ddr_gbps": c.ddr_gbps, "fused_chains": len(c.chains)},
+                   meta={**c.graph.meta, "reuse_buffers": c.reuse_buffers, "fuse": c.fuse}, report=report)
 
 
-_VIEW_KEYS = ("offset", "channel_offset", "channel_stride", "pixel_stride", "row_stride", "upsample", "signed")
+def _report_chains(c: Compilation, figures: list[dict[str, Any]], tag: int) -> None:
+    """Per fused chain: bands, band height, DDR bytes and cycles unfused -> fused."""
+    saved_total = 0
+    for ch in c.chains.values():
+        regions = {**c.regions, **ch.ddr}
+        plain = [descriptor_figures(r, c.config, c.ddr_gbps)
+                 for r in _fill_views([_record(regions, st, tag, 0, 0, 0) for st in ch.plain])]
+        fused = figures[ch.first_step:ch.last_step + 1]
+        before, after = sum(f["ddr_bytes"] for f in plain), sum(f["ddr_bytes"] for f in fused)
+        saved_total += before - after
+        bands = len(fused) // len(ch.plain)
+        c.log("fuse", f"{ch.a} -> {ch.b} -> {ch.d}: fused, {bands} bands of {ch.band} rows (halo {ch.halo}, "
+                      f"scratchpad {ch.scratch} B); DDR {before} -> {after} B ({before - after} saved), cycles "
+                      f"{sum(f['cycles'] for f in plain)} -> {sum(f['cycles'] for f in fused)}")
+    if c.chains:
+        c.log("fuse", f"DDR bytes saved by fusion: {saved_total}")
+
+
+_VIEW_KEYS = ("offset", "channel_offset", "channel_stride", "pixel_stride", "row_stride", "upsample", "signed",
+              "onchip")
 
 
 def _fill_views(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -41,5 +41,6 @@ def format_report(program: Program) -> str:
     c = program.cycles
     lines += ["", f"frame: {program.n_descriptors} descriptors, {c['ddr_bytes']} DDR bytes, {c['cycles']} cycles "
                   f"= {c['fps']:.1f} FPS at {cfg.clock_mhz:g} MHz, MAC utilisation {c['mac_utilisation']:.1%} "
-                  f"of {cfg.macs_per_cycle} MACs/cycle, {c['copies']} copy descriptors"]
+                  f"of {cfg.macs_per_cycle} MACs/cycle, {c['copies']} copy descriptors, "
+                  f"{c.get('fused_chains', 0)} fused chains ({c.get('scratch_bytes', 0)} scratchpad bytes)"]
     return "\n".join(lines)

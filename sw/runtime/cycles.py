@@ -8,6 +8,10 @@ Per descriptor (one layer pass on one unit) the model adds
   each unit's pipeline ``LATENCY``);
 * **DMA** cycles: the bytes the pass moves (whole 128-bit beats per pixel run, weights and
   tables, maps re-read per channel group) over ``min(AXI bytes/cycle, DDR bytes/cycle)``;
+* operands whose view has the ``onchip`` flag (a fused chain's intermediates in the fusion
+  scratchpad) move no DDR bytes: they are counted as ``scratch_bytes`` over the
+  scratchpad's own port (one AXI beat wide per cycle), which runs beside the DDR port,
+  so the transfer time is ``max(DDR time, scratchpad time)``;
 * and overlaps them with ping-pong buffers: ``max(compute, dma) + min(compute, dma) /
   bands`` (the first band's load and the last band's store are not hidden), plus a fixed
   cost per descriptor (fetch and decode).
@@ -80,7 +84,9 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
         ddr_gbps: sustained DDR bandwidth in GB/s (board profile ``ddr_gbps``).
 
     Returns:
-        ``{"unit", "compute_cycles", "dma_cycles", "cycles", "ddr_bytes", "macs"}``.
+        ``{"unit", "compute_cycles", "dma_cycles", "cycles", "ddr_bytes", "scratch_bytes",
+        "macs"}``; ``dma_cycles`` = the larger of DDR bytes over the DDR rate and scratchpad
+        bytes over one beat per cycle (separate ports).
     """
     op = Opcode(int(d["opcode"]))
     beat = cfg.axi_data_bits // 8
@@ -91,6 +97,11 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
     bands = max(1, math.ceil(ho / max(1, int(d["tile_rows"]) or ho or 1))) if ho else 1
     src_bytes = operand_bytes(d["src"], hi_, wi, ci, beat) if op != Opcode.END else 0
     dst_bytes = operand_bytes(d["dst"], ho, wo, co, beat) if op != Opcode.END else 0
+    scratch = 0
+    if d["src"].get("onchip"):
+        scratch, src_bytes = scratch + src_bytes, 0
+    if d["dst"].get("onchip"):
+        scratch, dst_bytes = scratch + dst_bytes, 0
     other = 0
     macs = 0
     if op in (Opcode.CONV_PW, Opcode.CONV_KXK):
@@ -129,11 +140,11 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
         compute, src_bytes, dst_bytes = 0, 0, 0
     ddr_bytes = src_bytes + dst_bytes + other + DESCRIPTOR_BYTES
     bytes_per_cycle = min(beat, ddr_gbps * 1e3 / cfg.clock_mhz) * coeff.dma_efficiency
-    dma = math.ceil(ddr_bytes / bytes_per_cycle)
+    dma = math.ceil(max(ddr_bytes / bytes_per_cycle, scratch / beat))
     compute = math.ceil(compute * coeff.compute_scale)
     cycles = max(compute, dma) + math.ceil(min(compute, dma) / bands) + coeff.descriptor_overhead
     return {"unit": unit, "compute_cycles": compute, "dma_cycles": dma, "cycles": cycles,
-            "ddr_bytes": ddr_bytes, "macs": macs}
+            "ddr_bytes": ddr_bytes, "scratch_bytes": scratch, "macs": macs}
 
 
 def frame_figures(per_descriptor: list[dict[str, Any]], cfg: EngineConfig) -> dict[str, Any]:
@@ -141,10 +152,12 @@ def frame_figures(per_descriptor: list[dict[str, Any]], cfg: EngineConfig) -> di
     cycles = sum(f["cycles"] for f in per_descriptor)
     macs = sum(f["macs"] for f in per_descriptor)
     ddr = sum(f["ddr_bytes"] for f in per_descriptor)
+    scratch = sum(f.get("scratch_bytes", 0) for f in per_descriptor)
     fps = cfg.clock_mhz * 1e6 / cycles if cycles else 0.0
     util = macs / (cycles * cfg.macs_per_cycle) if cycles else 0.0
     by_unit: dict[str, int] = {}
     for f in per_descriptor:
         by_unit[f["unit"]] = by_unit.get(f["unit"], 0) + f["cycles"]
     return {"cycles": int(cycles), "fps": fps, "mac_utilisation": util, "ddr_bytes": int(ddr),
+            "scratch_bytes": int(scratch),
             "macs": int(macs), "clock_mhz": cfg.clock_mhz, "cycles_by_unit": by_unit}

@@ -286,6 +286,10 @@ class ConvforgeAccel(pynq.DefaultIP):
             raise AcceleratorError("no Program loaded; call load(<Program file>) first")
         if tensor not in self.program.tensors:
             raise AcceleratorError(f"the Program has no tensor {tensor!r} in its tensor map")
+        if self.program.tensors[tensor].fused:
+            raise AcceleratorError(
+                f"tensor {tensor!r} is an intermediate of the fused chain {self.program.tensors[tensor].fused}: it "
+                "stays in the on-chip scratchpad; compile with `convforge compile --fuse never` to read it back")
         self._buffer[tensor_extent(self.program.tensors[tensor])].sync_from_device()
         return self.program.read(self._buffer, tensor)
 

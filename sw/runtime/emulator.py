@@ -10,6 +10,10 @@ accumulator bound (``acc_bound_bits``, INTEGER_SPEC §6); below ``2**24`` a floa
 exact (every partial sum is an integer float32 represents), below ``2**53`` float64, else
 int64. Decoded weights are cached per descriptor and reused while the bytes they were
 decoded from are unchanged.
+
+Fusion scratchpad: operand views with the ``onchip`` flag address :attr:`Emulator.scratch`,
+a separate ``EngineConfig.fuse_buffer_bytes``-byte memory (the accelerator's on-chip RAM),
+not the DDR buffer; it keeps its contents between descriptors and runs, as the RAM does.
 """
 
 from __future__ import annotations
@@ -74,6 +78,9 @@ class Emulator:
         self.ddr_gbps = ddr_gbps
         self._tag = config_tag(config)
         self._layout = descriptor_layout(config)
+        #: The on-chip fusion scratchpad (uint8, ``fuse_buffer_bytes``); views with ``onchip``
+        #: set read and write it. Tests may inspect it between descriptors.
+        self.scratch = np.zeros(config.fuse_buffer_bytes, dtype=np.uint8)
         self._desc_cache: tuple[bytes, list[dict[str, Any]]] | None = None
         self._weights: dict[int, tuple[bytes, Any]] = {}
 
@@ -132,14 +139,16 @@ class Emulator:
         raise EmulatorFault(f"no END among the {n_descriptors} descriptors", Fault.NO_END, n_descriptors - 1)
 
     # -- operands ------------------------------------------------------------------------
-    @staticmethod
-    def _read(memory: np.ndarray, v: dict[str, Any], h: int, w: int, c: int) -> np.ndarray:
+    def _read(self, memory: np.ndarray, v: dict[str, Any], h: int, w: int, c: int) -> np.ndarray:
+        if int(v["onchip"]):
+            memory = self.scratch
         return read_view(memory, int(v["offset"]) + int(v["channel_offset"]), int(v["channel_stride"]),
                          int(v["pixel_stride"]), int(v["row_stride"]), bool(v["upsample"]), bool(v["signed"]),
                          h, w, c)
 
-    @staticmethod
-    def _write(memory: np.ndarray, v: dict[str, Any], values: np.ndarray) -> None:
+    def _write(self, memory: np.ndarray, v: dict[str, Any], values: np.ndarray) -> None:
+        if int(v["onchip"]):
+            memory = self.scratch
         write_view(memory, int(v["offset"]) + int(v["channel_offset"]), int(v["channel_stride"]),
                    int(v["pixel_stride"]), int(v["row_stride"]), values)
 
@@ -198,6 +207,10 @@ class Emulator:
             bad(f"depthwise mode {_DW_MODE[op]!r} is not built in this engine", Fault.BAD_OPCODE)
         if int(d["dst"]["upsample"]):
             bad("the destination view has the upsample flag")
+        band_top = int(d["band_top"])
+        if band_top and (op not in (Opcode.DW_REGULAR, Opcode.DW_SQUARE)
+                         or (op == Opcode.DW_REGULAR and band_top > int(d["pad"]))):
+            bad(f"band_top {band_top}: only a DW_REGULAR (band_top <= pad) or DW_SQUARE band has one")
         ci, co = int(d["in_channels"]), int(d["out_channels"])
         if not (0 < ci <= cfg.max_channels and 0 < co <= cfg.max_channels):
             bad(f"{ci} input / {co} output channels outside 1..{cfg.max_channels}")
@@ -242,10 +255,10 @@ class Emulator:
             w, bias, m, sh = self._dw_words(memory, index, d)
             if op == Opcode.DW_REGULAR:
                 exact = np.float32 if int(d["acc_bound_bits"]) <= 24 else np.int64
-                acc = _dw_regular(x, w, s, p, dil, ho, wo, exact)
+                acc = _dw_regular(x, w, s, p, dil, ho, wo, exact, top=p - int(d["band_top"]))
             elif op == Opcode.DW_SQUARE:
                 dmap = self._read(memory, d["src2"], ho, wo, 1)[:, :, 0]
-                acc = _dw_square(x, w, np.minimum(dmap, int(d["d_max"])), s, ho, wo)
+                acc = _dw_square(x, w, np.minimum(dmap, int(d["d_max"])), s, ho, wo, int(d["band_top"]))
             else:
                 offs = self._read(memory, d["src2"], ho, wo, 18)
                 lim = int(d["offset_range"]) << int(d["frac_bits"])
@@ -288,10 +301,12 @@ def _im2col(x: np.ndarray, k: int, s: int, p: int, d: int, ho: int, wo: int) -> 
     return cols.reshape(ho * wo, k * k * c)
 
 
-def _dw_regular(x, w, s, p, d, ho, wo, dtype=np.int64) -> np.ndarray:
-    """3x3 depthwise accumulator; ``dtype`` float32 is exact when the bound is below 2**24."""
+def _dw_regular(x, w, s, p, d, ho, wo, dtype=np.int64, top=None) -> np.ndarray:
+    """3x3 depthwise accumulator; ``dtype`` float32 is exact when the bound is below 2**24.
+    ``top``: zero rows above ``x`` (``pad - band_top``; default ``p``)."""
     h, wd, c = x.shape
-    xp = _pad(x.astype(dtype), p, (ho - 1) * s + 2 * d + 1 - h - p, p, (wo - 1) * s + 2 * d + 1 - wd - p)
+    top = p if top is None else top
+    xp = _pad(x.astype(dtype), top, (ho - 1) * s + 2 * d + 1 - h - top, p, (wo - 1) * s + 2 * d + 1 - wd - p)
     wt = w.astype(dtype)
     acc = np.zeros((ho, wo, c), dtype=dtype)
     for i in range(3):
@@ -307,10 +322,10 @@ def _gather(x: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     return vals * inside[..., None]
 
 
-def _dw_square(x, w, dmap, s, ho, wo) -> np.ndarray:
+def _dw_square(x, w, dmap, s, ho, wo, band_top=0) -> np.ndarray:
     x = x.astype(np.int64)
     dm = dmap.astype(np.int64)
-    oy = (np.arange(ho) * s)[:, None]
+    oy = (np.arange(ho) * s + band_top)[:, None]
     ox = (np.arange(wo) * s)[None, :]
     acc = np.zeros((ho, wo, x.shape[2]), dtype=np.int64)
     for i in range(3):
@@ -355,8 +370,9 @@ def run_program(program: Program, image_uint8_hwc: np.ndarray, emulator: Emulato
 
     Each tensor is captured right after the descriptor that completes it (the tensor map's
     ``ready_after``), so tensors whose buffers the memory plan reuses are read before they
-    are overwritten. Returns ``{tensor name: int64 (1, C, H, W)}`` for every QGraph tensor,
-    plus the head names.
+    are overwritten. Returns ``{tensor name: int64 (1, C, H, W)}`` for every readable QGraph
+    tensor (:meth:`Program.readable`: all but the intermediates of fused chains, which
+    exist only band by band in :attr:`Emulator.scratch`), plus the head names.
     """
     emu = emulator or Emulator(program.config)
     mem = program.new_buffer() if memory is None else memory
@@ -364,8 +380,8 @@ def run_program(program: Program, image_uint8_hwc: np.ndarray, emulator: Emulato
         mem[: program.image.size] = program.image
     program.place_image(mem, image_uint8_hwc)
     by_ready: dict[int, list[str]] = {}
-    for name, place in program.tensors.items():
-        by_ready.setdefault(place.ready_after, []).append(name)
+    for name in program.readable():
+        by_ready.setdefault(program.tensors[name].ready_after, []).append(name)
     values: dict[str, np.ndarray] = {}
 
     def capture(index: int) -> None:

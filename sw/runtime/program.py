@@ -33,7 +33,9 @@ from convforge.errors import ProgramFormatError, ShapeError
 from convforge.hw.config import EngineConfig
 
 FORMAT_NAME = "convforge.program"
-FORMAT_VERSION = 1
+#: 2: the ``onchip`` view bit and the ``band_top`` descriptor field (fused chains), fused
+#: tensors in the tensor map, the memory plan's ``space``.
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -70,20 +72,32 @@ class TensorPlace:
     #: Index of the descriptor after which the tensor is complete (-1: before the first,
     #: i.e. the input image).
     ready_after: int
+    #: Non-empty for an intermediate of a fused chain (``"a -> b -> d"``): it lives only
+    #: band by band in the on-chip scratchpad, never whole in DDR, and has no pieces.
+    fused: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"shape": list(self.shape), "signed": self.signed, "scale": self.scale,
-                "ready_after": self.ready_after, "pieces": [p.to_dict() for p in self.pieces]}
+                "ready_after": self.ready_after, "pieces": [p.to_dict() for p in self.pieces],
+                "fused": self.fused}
 
     @classmethod
     def from_dict(cls, name: str, d: dict[str, Any]) -> TensorPlace:
         return cls(name, tuple(int(s) for s in d["shape"]), bool(d["signed"]), float(d["scale"]),
                    tuple(Piece(**{k: (bool(v) if k == "upsample" else int(v)) for k, v in p.items()})
-                         for p in d["pieces"]), int(d["ready_after"]))
+                         for p in d["pieces"]), int(d["ready_after"]), str(d.get("fused", "")))
 
 
 def read_tensor(memory: np.ndarray, place: TensorPlace) -> np.ndarray:
-    """Read a tensor back from the buffer: int64 ``(C, H, W)`` (the QGraph's logical shape)."""
+    """Read a tensor back from the buffer: int64 ``(C, H, W)`` (the QGraph's logical shape).
+
+    Raises:
+        ValueError: the tensor is a fused chain's intermediate (never whole in DDR).
+    """
+    if place.fused:
+        raise ValueError(f"tensor {place.name!r} is an intermediate of the fused chain {place.fused} and never "
+                         "leaves the on-chip scratchpad; compile with fuse='never' (`convforge compile --fuse never`) "
+                         "to read it back")
     c, h, w = place.shape
     out = np.empty((h, w, c), dtype=np.int64)
     for p in place.pieces:
@@ -192,8 +206,16 @@ class Program:
             raise ShapeError(f"the Program expects a uint8 ({h}, {w}, {c}) image, got {img.dtype} {img.shape}")
         write_tensor(memory, place, img.transpose(2, 0, 1))
 
+    def readable(self) -> list[str]:
+        """Names of the tensors :meth:`read` can read back (all but fused intermediates)."""
+        return [name for name, place in self.tensors.items() if not place.fused]
+
     def read(self, memory: np.ndarray, tensor: str) -> np.ndarray:
-        """Read QGraph tensor ``tensor`` back from the buffer as int64 ``(C, H, W)``."""
+        """Read QGraph tensor ``tensor`` back from the buffer as int64 ``(C, H, W)``.
+
+        Raises:
+            KeyError: no such tensor; ValueError: a fused intermediate (see :func:`read_tensor`).
+        """
         if tensor not in self.tensors:
             raise KeyError(f"no tensor {tensor!r} in the Program's tensor map")
         return read_tensor(memory, self.tensors[tensor])

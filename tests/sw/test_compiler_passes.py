@@ -66,13 +66,17 @@ def test_tile_splits_output_channels_to_fit_the_weight_buffer():
     assert_bit_exact(g, compile(g, cfg), np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))
 
 
-def test_fuse_reports_chains():
-    g, _, _ = _shuffle_unit()
+def test_fuse_fuses_the_shuffle_units_branch_written_into_the_shuffled_concat():
+    g, y, _ = _shuffle_unit()
     c = Compilation(g, SMALL)
     legalise(c)
     lower(c)
     fuse(c)
-    assert any("candidate chain" in line for line in c.report["fuse"])
+    (chain,) = c.chains.values()
+    assert chain.d == next(layer.name for layer in g.layers if layer.outputs[0] == y)
+    assert any("fits in bands of up to" in line for line in c.report["fuse"])
+    image = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    assert_bit_exact(g, compile(g, SMALL, fuse="always"), image)
 
 
 def test_allocate_reuses_dead_buffers_and_never_overlaps_live_ones():
@@ -89,14 +93,16 @@ def test_allocate_reuses_dead_buffers_and_never_overlaps_live_ones():
 def test_every_op_graph_is_bit_exact_on_every_tensor(cfg, seed):
     g = every_op_graph(seed, hw=(16, 18), ch=19)
     img = np.random.default_rng(seed).integers(0, 256, (16, 18, 3), dtype=np.uint8)
-    assert assert_bit_exact(g, compile(g, cfg), img) == len(g.tensors)
+    prog = compile(g, cfg, fuse="always")
+    assert prog.cycles["fused_chains"] == 1  # the ShuffleNet unit's branch
+    assert assert_bit_exact(g, prog, img) == len(prog.readable()) == len(g.tensors) - 2
 
 
 def test_program_without_reuse_keeps_every_tensor_readable_after_the_run():
     from convforge.sw.runtime.emulator import Emulator
 
     g = every_op_graph(4)
-    prog = compile(g, SMALL, reuse_buffers=False)
+    prog = compile(g, SMALL, reuse_buffers=False, fuse="never")
     img = np.random.default_rng(4).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     mem = prog.new_buffer()
     prog.place_image(mem, img)

@@ -105,7 +105,7 @@ def test_every_tensor_read_back_through_the_driver_equals_the_integer_reference(
     from convforge.sw.compiler import compile as compile_program
 
     graph, _ = small_model
-    program = compile_program(graph, get_board("ultra96v2").engine, reuse_buffers=False)
+    program = compile_program(graph, get_board("ultra96v2").engine, reuse_buffers=False, fuse="never")
     accel.load(program)
     image = _image(7, graph)
     accel.run(image)

@@ -31,7 +31,8 @@ def _tree_views(size: int):
 def test_shipped_model_is_bit_exact_on_a_held_out_tree_view(shipped):
     graph, prog = shipped
     views = _tree_views(graph.tensors[graph.input].shape[1])
-    assert assert_bit_exact(graph, prog, views[0].image) == len(graph.tensors) == 136
+    fused = 2 * prog.cycles["fused_chains"]
+    assert fused > 0 and assert_bit_exact(graph, prog, views[0].image) + fused == len(graph.tensors) == 136
 
 
 @pytest.mark.slow
@@ -51,7 +52,7 @@ def test_codenet_configs_are_bit_exact_at_their_published_sizes(config):
     prog = compile(graph, get_board("ultra96v2").engine)
     _, h, w = graph.tensors[graph.input].shape
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    assert assert_bit_exact(graph, prog, image) == len(graph.tensors)
+    assert assert_bit_exact(graph, prog, image) + 2 * prog.cycles["fused_chains"] == len(graph.tensors)
 
 
 # -- random graphs --------------------------------------------------------------------------
