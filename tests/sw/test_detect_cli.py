@@ -15,6 +15,17 @@ def _run(capsys, *argv):
     return rc, captured
 
 
+def _detect_json(capsys, image, toml, backends, *, size, overlap, out):
+    """``convforge detect --json`` on ``image`` per backend (exit 0 asserted) -> {backend: JSON}."""
+    results = {}
+    for backend in backends:
+        options = ["--input-size", size, "--config", toml, "--overlap", overlap, "--score-thresh", 0.01]
+        rc, cap = _run(capsys, image, "--backend", backend, *options, "--out", out / backend, "--json")
+        assert rc == 0, cap.err
+        results[backend] = json.loads(cap.out)
+    return results
+
+
 def test_detect_on_simdevice_emu_equals_the_integer_reference(tmp_path, capsys):
     rng = np.random.default_rng(3)
     image = tmp_path / "field.jpg"
@@ -68,12 +79,7 @@ def test_input_size_and_config_reach_the_network_and_the_simulated_overlay(tmp_p
     # an overlap the input cannot take is refused before any backend opens
     rc, cap = _run(capsys, image, "--backend", "rtl", "--input-size", "32", "--out", tmp_path)
     assert rc == 2 and "--overlap 64 px must be below the network input side 32 px" in cap.err
-    results = {}
-    for backend in ("emu", "int"):
-        rc, cap = _run(capsys, image, "--backend", backend, "--input-size", "64", "--config", toml, "--overlap", "8",
-                       "--score-thresh", "0.01", "--out", tmp_path / backend, "--json")  # fmt: skip
-        assert rc == 0, cap.err
-        results[backend] = json.loads(cap.out)
+    results = _detect_json(capsys, image, toml, ("emu", "int"), size=64, overlap=8, out=tmp_path)
     assert results["emu"]["session"]["engine"] == engine.to_dict()
     assert results["emu"]["images"][0]["detections"] == results["int"]["images"][0]["detections"]
 
@@ -84,12 +90,7 @@ def test_detect_on_simdevice_rtl_equals_the_integer_reference(tmp_path, capsys):
     image = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(image)
     engine, toml = _small_config(tmp_path)
-    results = {}
-    for backend in ("rtl", "int"):
-        rc, cap = _run(capsys, image, "--backend", backend, "--input-size", "32", "--config", toml, "--overlap", "0",
-                       "--score-thresh", "0.01", "--out", tmp_path / backend, "--json")  # fmt: skip
-        assert rc == 0, cap.err
-        results[backend] = json.loads(cap.out)
+    results = _detect_json(capsys, image, toml, ("rtl", "int"), size=32, overlap=0, out=tmp_path)
     rtl = results["rtl"]
     assert rtl["session"]["device"] == "convforge SimDevice (rtl)" and rtl["session"]["engine"] == engine.to_dict()
     assert rtl["images"][0]["detections"] == results["int"]["images"][0]["detections"]
