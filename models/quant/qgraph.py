@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from convforge.errors import QGraphFormatError
+from convforge.jsonio import numpy_default
 
 FORMAT_NAME = "convforge.qgraph"
 FORMAT_VERSION = 1
@@ -193,7 +194,7 @@ class QGraph:
             ],
         }
         npz_path.write_bytes(blob)
-        json_path.write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
+        json_path.write_text(json.dumps(doc, indent=1, default=numpy_default) + "\n")
         return json_path, npz_path
 
     @classmethod
@@ -292,14 +293,3 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
         p = p.with_suffix("")
     return p.parent / (p.name + ".json"), p.parent / (p.name + ".npz")
 
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__} in a QGraph")

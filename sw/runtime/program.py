@@ -31,6 +31,7 @@ import numpy as np
 
 from convforge.errors import ProgramFormatError, ShapeError
 from convforge.hw.config import EngineConfig
+from convforge.jsonio import numpy_default
 
 FORMAT_NAME = "convforge.program"
 #: 2: the ``onchip`` view bit and the ``band_top`` descriptor field (fused chains), fused
@@ -245,7 +246,7 @@ class Program:
         """Write the Program file atomically (a temporary file beside it, then rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        doc = json.dumps(self.header(), indent=1, default=_json_default)
+        doc = json.dumps(self.header(), indent=1, default=numpy_default)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -299,12 +300,3 @@ class Program:
         except (KeyError, TypeError, ValueError) as exc:
             raise ProgramFormatError(f"{path}: malformed Program header ({exc!r}); recompile it") from exc
 
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot serialise {type(obj).__name__} in a Program header")
