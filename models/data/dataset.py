@@ -220,10 +220,11 @@ def whole_views(sources: list[SourceImage], input_size: int) -> list[View]:
     return [View(i, 0, 0, max(src.width, src.height)) for i, src in enumerate(sources)]
 
 
-#: Aerial tree crowns: all eight rotations/mirrors, zoom 0.6-1.6 (crown sizes differ by site) and
-#: strong colour jitter (the training site YELL and the test sites OSBS / SOAP differ in light and season).
+#: Aerial tree crowns: all eight rotations/mirrors, zoom 0.6-1.6 (crown sizes differ by site),
+#: strong colour and hue jitter (the training site YELL and the test sites OSBS / SOAP differ in
+#: light, season and vegetation) and blur on 30 % of the views (sharpness differs between flights).
 TREE_AUGMENT = Augment(scale_range=(0.6, 1.6), shift=0.25, hflip=True, vflip=True, transpose=True,
-                       brightness=0.4, contrast=0.4, saturation=0.5)
+                       brightness=0.4, contrast=0.4, saturation=0.5, hue=0.05, blur=0.3, blur_sigma=1.5)
 VOC_AUGMENT = Augment(scale_range=(0.6, 1.4), shift=0.2, hflip=True, vflip=False)
 
 _SPEC_HELP = (

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 
 def tile_positions(length: int, tile: int, stride: int) -> list[int]:
@@ -94,6 +94,16 @@ def affine_window(image: np.ndarray, x0: float, y0: float, size: float, out_size
     return np.asarray(warped)
 
 
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def _hue_rotation(turns: float) -> np.ndarray:
+    """The 3x3 RGB matrix that rotates hue by ``turns`` (a rotation of YIQ's I-Q plane; luma kept)."""
+    c, s = math.cos(2 * math.pi * turns), math.sin(2 * math.pi * turns)
+    rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    return (np.linalg.inv(_RGB_TO_YIQ) @ rot @ _RGB_TO_YIQ).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Augment:
     """Training augmentation parameters.
@@ -107,6 +117,11 @@ class Augment:
         transpose: swap x and y with probability 1/2 (aerial images only); with both flips
             this draws every 90-degree rotation and mirror image equally often.
         brightness, contrast, saturation: each factor is drawn from ``[1 - v, 1 + v]``.
+        hue: maximal hue rotation in turns (``0.05`` rotates the chroma plane of YIQ by up to
+            +-18 degrees); 0 turns it off.
+        blur: probability of a Gaussian blur with a sigma drawn from ``[0, blur_sigma]``
+            pixels (defocus and resampling differences between sites and sensors).
+        blur_sigma: largest blur sigma in pixels of the network input.
     """
 
     scale_range: tuple[float, float] = (0.6, 1.4)
@@ -117,6 +132,9 @@ class Augment:
     brightness: float = 0.3
     contrast: float = 0.3
     saturation: float = 0.3
+    hue: float = 0.0
+    blur: float = 0.0
+    blur_sigma: float = 1.5
 
     def apply(
         self,
@@ -161,10 +179,13 @@ class Augment:
             out = out.transpose(1, 0, 2)
             b = b[:, [1, 0, 3, 2]]
         out = self.colour(out, rng)
+        if self.blur and rng.random() < self.blur:
+            sigma = rng.uniform(0, self.blur_sigma)
+            out = np.asarray(Image.fromarray(np.ascontiguousarray(out)).filter(ImageFilter.GaussianBlur(sigma)))
         return out, b.astype(np.float32), (s, s), (nx0, ny0)
 
     def colour(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Brightness, contrast and saturation jitter (in that order) on a uint8 image."""
+        """Brightness, contrast, saturation and hue jitter (in that order) on a uint8 image."""
         x = image.astype(np.float32)
         x *= rng.uniform(1 - self.brightness, 1 + self.brightness)
         grey = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -173,4 +194,6 @@ class Augment:
         grey = (x @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
         sat = rng.uniform(1 - self.saturation, 1 + self.saturation)
         x = x * sat + (1 - sat) * grey
+        if self.hue:
+            x = x @ _hue_rotation(rng.uniform(-self.hue, self.hue)).T
         return np.clip(np.rint(x), 0, 255).astype(np.uint8)

@@ -176,6 +176,42 @@ def test_transpose_swaps_the_axes_of_pixels_and_boxes():
     assert seen == {True, False}
 
 
+def test_hue_rotation_keeps_luma_and_grey_and_turns_red_towards_yellow():
+    aug = Augment(scale_range=(1, 1), shift=0, hflip=False, brightness=0, contrast=0, saturation=0, hue=0.05)
+    grey = np.full((4, 4, 3), 128, np.uint8)
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[...] = (170, 100, 100)  # a muted red: the rotated colours stay inside 0..255
+    hues = set()
+    for seed in range(6):
+        assert np.array_equal(aug.colour(grey, np.random.default_rng(seed)), grey)  # no chroma, nothing to turn
+        out = aug.colour(red, np.random.default_rng(seed)).astype(float)
+        luma = out[0, 0] @ [0.299, 0.587, 0.114]
+        assert abs(luma - np.dot((170, 100, 100), [0.299, 0.587, 0.114])) <= 1.5
+        hues.add(int(np.sign(out[0, 0, 1] - out[0, 0, 2])))  # green gains (towards yellow) or blue gains (magenta)
+    assert hues == {-1, 1}
+    still = Augment(brightness=0, contrast=0, saturation=0, hue=0.0)
+    assert np.array_equal(still.colour(red, np.random.default_rng(0)), red)
+
+
+def test_blur_softens_an_edge_and_keeps_the_boxes():
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:, 32:] = 255
+    boxes = np.array([[5, 10, 20, 40]], np.float32)
+    sharp = Augment(scale_range=(1, 1), shift=0, hflip=False, brightness=0, contrast=0, saturation=0)
+    blurry = Augment(scale_range=(1, 1), shift=0, hflip=False, brightness=0, contrast=0, saturation=0, blur=1.0,
+                     blur_sigma=2.0)  # fmt: skip
+    soft = 0
+    for seed in range(6):
+        out, b, _, _ = blurry.apply(img, boxes, (0.0, 0.0, 64.0), 64, np.random.default_rng(seed))
+        np.testing.assert_allclose(b, boxes, atol=1e-4)
+        edge = out[32, 28:36, 0]
+        assert np.all(np.diff(edge.astype(int)) >= 0)  # still a monotone step
+        soft += int(np.count_nonzero((edge > 0) & (edge < 255)) >= 2)
+    assert soft >= 4  # sigma is drawn from [0, 2]: most draws spread the step over several pixels
+    out, _, _, _ = sharp.apply(img, boxes, (0.0, 0.0, 64.0), 64, np.random.default_rng(0))
+    assert np.count_nonzero((out[32, :, 0] > 0) & (out[32, :, 0] < 255)) <= 1
+
+
 def test_training_views_are_seeded_and_epoch_dependent(voc_root):
     a = get_dataset(f"voc:{voc_root}:2007:trainval", train=True, input_size=64, seed=5)
     b = get_dataset(f"voc:{voc_root}:2007:trainval", train=True, input_size=64, seed=5)
