@@ -1,7 +1,7 @@
-"""HLS (hls4ml) C-simulation figures: per layer kind and for the shipped model.
+"""HLS (hls4ml) C-simulation figures: per layer kind and for the CoDeNet reference tree model.
 
 For every layer kind of :data:`convforge.hw.hls.cases.KINDS` (a 32x32 frame, 16 channels)
-and for the shipped tree model: seconds to write the hls4ml project, to compile its C
+and for the CoDeNet reference tree model: seconds to write the hls4ml project, to compile its C
 simulation with g++ (layer kinds: always, in a fresh cache; the shipped model: only when
 ``build/hls`` does not hold its library yet, else ``compile_cached``), and to C-simulate
 one frame (a kind's graph is the tested layer plus the 1x1 convolutions making its
@@ -69,18 +69,18 @@ def bench(kinds: list[str] | None = None, model: bool = True, frames: int = FRAM
             out["layer_kinds"][kind] = _csim(graph, frames, Path(tmp) / kind, Path(tmp) / "cache")
         if model:
             from convforge.models.quant.qgraph import QGraph
-            from convforge.models.train.zoo import default_qgraph
+            from convforge.models.train.zoo import CODENET_NAME, get_model
 
-            graph = QGraph.load(default_qgraph())
+            graph = QGraph.load(get_model(CODENET_NAME).qgraph)
             work = Path(tmp) / "shipped"
             # the shipped model's library is cached in build/hls like `convforge hls --csim`'s:
             # its g++ build takes many minutes, so a repeated `make bench` reuses it
-            out["shipped_model"] = {"qgraph": default_qgraph().name, **_csim(graph, 1, work, None)}
+            out["shipped_model"] = {"qgraph": get_model(CODENET_NAME).qgraph.name, **_csim(graph, 1, work, None)}
             plan = synth_plan(work / "prj")
             out["vitis_hls"] = {
                 "on_path": shutil.which("vitis_hls") is not None,
                 "note": ("vitis_hls is not on PATH here: no C-synthesis figures. On a machine with Vitis HLS run "
-                         f"`convforge hls --qgraph {default_qgraph()} --out DIR --synth`, i.e. "
+                         f"`convforge hls --qgraph {get_model(CODENET_NAME).qgraph} --out DIR --synth`, i.e. "
                          f"`cd DIR && {' '.join(plan.command)}` (build_opt.tcl: synth 1, csim 0, cosim 0)"),
             }
     return out

@@ -332,22 +332,23 @@ def _emulator_vs_fake_quant(model, graph, image_hwc) -> dict:
 
 def bench_emulator() -> dict:
     """Emulator frames/s beside the float fake-quant PyTorch model and the int64 reference,
-    measured in the same run: CoDeNet a at 256x256 and the shipped tree model at 416x416."""
+    measured in the same run: CoDeNet a at 256x256 and the CoDeNet reference tree model
+    (zoo.CODENET_NAME) at 416x416."""
     import numpy as np
 
     from convforge.models.quant.qgraph import QGraph
     from convforge.models.train.checkpoint import load_checkpoint
     from convforge.models.train.inference import qat_model
-    from convforge.models.train.zoo import default_checkpoint, default_qgraph
+    from convforge.models.train.zoo import CODENET_NAME, get_model
 
     rows = {}
     model, graph, size = _exported("a")
     rows["a"] = _emulator_vs_fake_quant(
         model, graph, np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
     )
-    ckpt = default_checkpoint()
+    ckpt = get_model(CODENET_NAME).checkpoint
     model = qat_model(load_checkpoint(ckpt), ckpt).eval()
-    graph = QGraph.load(default_qgraph())
+    graph = QGraph.load(get_model(CODENET_NAME).qgraph)
     _, h, w = graph.tensors[graph.input].shape
     rows["trees"] = _emulator_vs_fake_quant(
         model, graph, np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -374,7 +375,7 @@ def bench_emulator() -> dict:
 
 
 def bench_driver(frames: int = 7) -> dict:
-    """The PYNQ driver on SimDevice ``emu`` (Ultra96-V2 simulated overlay), shipped tree model at
+    """The PYNQ driver on SimDevice ``emu`` (Ultra96-V2 simulated overlay), CoDeNet reference tree model at
     416x416: frames/s through the whole driver path (input write + flush, CSR writes, start, the
     emulator, done polling, counter reads, output invalidate + read), and the driver's overhead:
     per frame, the frame's time minus the time the emulator itself ran inside it (medians over
@@ -386,11 +387,11 @@ def bench_driver(frames: int = 7) -> dict:
 
     from convforge.hw.boards import get_board
     from convforge.models.quant.qgraph import QGraph
-    from convforge.models.train.zoo import default_qgraph
+    from convforge.models.train.zoo import CODENET_NAME, get_model
     from convforge.sw.runtime.session import open_session
 
     board = get_board("ultra96v2")
-    graph = QGraph.load(default_qgraph())
+    graph = QGraph.load(get_model(CODENET_NAME).qgraph)
     _, h, w = graph.tensors[graph.input].shape
     image = np.random.default_rng(2).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
@@ -420,7 +421,7 @@ def bench_driver(frames: int = 7) -> dict:
             overhead_s.append(frame_s[-1] - timed.seconds)
     t_frame, t_over = statistics.median(frame_s), statistics.median(overhead_s)
     prog = accel.program
-    row = {"backend": "emu", "board": board.name, "model": default_qgraph().stem, "input": [h, w], "frames": frames,
+    row = {"backend": "emu", "board": board.name, "model": CODENET_NAME, "input": [h, w], "frames": frames,
            "descriptors": prog.n_descriptors, "buffer_bytes": prog.buffer_bytes,
            "driver_s_per_frame": t_frame, "driver_fps": 1.0 / t_frame,
            "emulator_s_per_frame": t_frame - t_over, "driver_overhead_s_per_frame": t_over,
@@ -437,7 +438,7 @@ def bench_driver(frames: int = 7) -> dict:
 
 def bench_driver_rtl(size: int = 32) -> dict:
     """The same driver on SimDevice ``rtl`` (the Verilator model of the accelerator top for the
-    Ultra96-V2 engine, behind the sim.bridge child process): the shipped tree model exported at
+    Ultra96-V2 engine, behind the sim.bridge child process): the CoDeNet reference tree model exported at
     ``size`` x ``size`` (a 416x416 frame would take hours), one frame after the model is built
     (cached) and started: wall time per frame, the RTL's own cycle counter and the simulation
     rate. Recorded under ``driver.rtl``."""
@@ -449,11 +450,11 @@ def bench_driver_rtl(size: int = 32) -> dict:
     from convforge.models.quant.export import export_qgraph
     from convforge.models.train.checkpoint import load_checkpoint
     from convforge.models.train.inference import qat_model
-    from convforge.models.train.zoo import default_checkpoint
+    from convforge.models.train.zoo import CODENET_NAME, get_model
     from convforge.sw.runtime.session import open_session
 
     board = get_board("ultra96v2")
-    path = default_checkpoint()
+    path = get_model(CODENET_NAME).checkpoint
     graph = export_qgraph(qat_model(load_checkpoint(path), path).eval(), (size, size))
     image = np.random.default_rng(2).integers(0, 256, (size, size, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as work:

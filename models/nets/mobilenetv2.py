@@ -475,6 +475,9 @@ class MobileNetV2Det(nn.Module):
 #: Detector configs offered by name (see :func:`convforge.models.train.modelspec.resolve_config`).
 MBV2_CONFIGS: dict[str, MobileNetV2DetConfig] = {
     "mbv2-trees": MobileNetV2DetConfig(name="mbv2-trees"),
+    # the skip ablation of issue 12: mbv2-trees without the stride-4 skip, and without both skips
+    "mbv2-trees-s8": MobileNetV2DetConfig(name="mbv2-trees-s8", skips=(8,)),
+    "mbv2-trees-noskip": MobileNetV2DetConfig(name="mbv2-trees-noskip", skips=()),
     "mbv2-s32": MobileNetV2DetConfig(
         name="mbv2-s32", backbone_stride=32, decoder_channels=(128, 96, 64), skips=(16, 8)
     ),

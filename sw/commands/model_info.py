@@ -17,7 +17,7 @@ DESCRIPTION = (
     "network the accelerator runs (for MobileNetV2 it is the paper's figure: 300 M at width 1.0, 224x224). "
     "--model codenet --config all prints every CoDeNet config; --model mobilenetv2 is the ImageNet "
     "classifier at --width (1.0, 0.75, 0.5, 0.35); --model mobilenetv2-det the detector --config "
-    "(mbv2-trees, mbv2-s32)."
+    "(mbv2-trees, mbv2-s32; mbv2-trees-s8 and mbv2-trees-noskip: without the stride-4 / without both skips)."
 )
 MODELS = ("codenet", "mobilenetv2", "mobilenetv2-det")
 
@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="codenet", choices=MODELS,
                    help="model family: codenet, mobilenetv2 (ImageNet classifier), mobilenetv2-det (detector)")
     p.add_argument("--config", default=None,
-                   help="codenet: a, b, c, d, e, tiny or 'all' (default a); mobilenetv2-det: mbv2-trees or mbv2-s32")
+                   help="codenet: a, b, c, d, e, tiny or 'all' (default a); mobilenetv2-det: mbv2-trees, "
+                        "mbv2-s32, or the skip ablations mbv2-trees-s8 / mbv2-trees-noskip")
     p.add_argument("--width", type=positive_float, default=1.0,
                    help="MobileNetV2 width multiplier (1.0, 0.75, 0.5, 0.35)")
     p.add_argument("--classes", type=positive_int, default=None,

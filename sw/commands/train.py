@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=d.out, help="output directory for checkpoints, QGraph, curves")
     p.add_argument("--config", dest="model", default=d.model,
                    help="model config: mbv2-trees / mbv2-s32 (MobileNetV2 detector, stride-16 / stride-32 "
-                   "backbone), trees (narrow CoDeNet, CPU-sized), tiny, or a published CoDeNet a-e")
+                   "backbone; mbv2-trees-s8 / mbv2-trees-noskip: without the stride-4 / both decoder skips), "
+                   "trees (narrow CoDeNet, CPU-sized), tiny, or a published CoDeNet a-e")
     p.add_argument("--width", type=positive_float, default=None, help="channel width multiplier on the config")
     p.add_argument("--input-size", type=image_size, default=d.input_size, help="training input side in pixels")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size)

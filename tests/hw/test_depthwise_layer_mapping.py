@@ -9,11 +9,12 @@ from convforge.hw.config import EngineConfig
 from convforge.hw.rtl.depthwise_model import golden_depthwise, layer_from_qgraph
 from convforge.models.quant.executor import run_qgraph
 from convforge.models.quant.qgraph import QGraph
-from convforge.models.train.zoo import default_qgraph
+from convforge.models.train.zoo import CODENET_NAME, MBV2_NAME, get_model
 
 
-def test_every_depthwise_layer_of_the_shipped_network_maps_exactly():
-    graph = QGraph.load(default_qgraph())
+@pytest.mark.parametrize("name", [CODENET_NAME, MBV2_NAME])
+def test_every_depthwise_layer_of_every_shipped_network_maps_exactly(name):
+    graph = QGraph.load(get_model(name).qgraph)
     image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, 3, 416, 416), dtype=np.uint8))
     values = run_qgraph(graph, image, keep_all=True)
     modes = {}
@@ -33,7 +34,7 @@ def test_every_depthwise_layer_of_the_shipped_network_maps_exactly():
 
 
 def test_pointwise_layer_is_refused_with_its_name():
-    graph = QGraph.load(default_qgraph())
+    graph = QGraph.load(get_model(CODENET_NAME).qgraph)
     pointwise = next(layer for layer in graph.layers if layer.op == "conv" and layer.attrs["kernel"] == [1, 1])
     with pytest.raises(ShapeError, match=pointwise.name):
         layer_from_qgraph(pointwise, False)

@@ -19,7 +19,7 @@ from convforge.hw.hls.csim import csim_check
 from convforge.hw.hls.project import write_project
 from convforge.models.quant.executor import run_qgraph
 from convforge.models.quant.qgraph import Layer, QGraph, TensorType
-from convforge.models.train.zoo import default_qgraph
+from convforge.models.train.zoo import CODENET_NAME, get_model
 from convforge.sw.cli import main
 
 N_IMAGES = 16
@@ -177,7 +177,7 @@ def test_tiny_codenet_whole_network_is_bit_exact_in_csim(tmp_path):
 
 @pytest.mark.slow
 def test_shipped_tree_model_every_layer_bit_exact_through_cli(tmp_path, capsys):
-    rc = main(["hls", "--qgraph", str(default_qgraph()), "--out", str(tmp_path / "prj"), "--csim"])
+    rc = main(["hls", "--qgraph", str(get_model(CODENET_NAME).qgraph), "--out", str(tmp_path / "prj"), "--csim"])
     lines = capsys.readouterr().out.strip().splitlines()
-    graph = QGraph.load(default_qgraph())
+    graph = QGraph.load(get_model(CODENET_NAME).qgraph)
     assert rc == 0 and lines[-1] == f"{len(graph.layers)} passed, 0 failed"

@@ -109,6 +109,10 @@ def test_detector_outputs_and_config_checks():
     s32 = build_mobilenetv2_det("mbv2-s32", num_classes=1)
     assert s32(torch.zeros(1, 3, 64, 64))["hm"].shape == (1, 1, 16, 16)
     assert len(s32.backbone.blocks) == 17 and len(det.backbone.blocks) == 13
+    noskip = build_mobilenetv2_det("mbv2-trees-noskip", num_classes=1)
+    assert len(noskip.skips) == 0 and len(det.skips) == 2
+    assert list(build_mobilenetv2_det("mbv2-trees-s8", num_classes=1).skips) == ["s8"]
+    assert noskip(torch.zeros(1, 3, 64, 64))["hm"].shape == (1, 1, 16, 16)
     with pytest.raises(ConfigError, match="skip strides"):
         MobileNetV2DetConfig(skips=(16,))
     with pytest.raises(ConfigError, match="at least 2 decoder blocks"):

@@ -14,12 +14,12 @@ import torch
 from convforge.errors import ExportError, QGraphFormatError
 from convforge.models.quant.qgraph import QGraph
 from convforge.models.quant.validate import ATTRS, validate_graph
-from convforge.models.train.zoo import default_qgraph
+from convforge.models.train.zoo import CODENET_NAME, get_model
 
 
 @pytest.fixture(scope="module")
 def shipped() -> QGraph:
-    return QGraph.load(default_qgraph())
+    return QGraph.load(get_model(CODENET_NAME).qgraph)
 
 
 def _first(graph: QGraph, op: str):
@@ -82,7 +82,7 @@ JSON_EDITS = [
 
 @pytest.mark.parametrize("what,edit,match", JSON_EDITS, ids=[e[0] for e in JSON_EDITS])
 def test_edited_json_is_refused_naming_layer_and_field(tmp_path, what, edit, match):
-    path = _edit_json(Path(default_qgraph()), tmp_path, edit)
+    path = _edit_json(Path(get_model(CODENET_NAME).qgraph), tmp_path, edit)
     with pytest.raises(QGraphFormatError, match=match) as info:
         QGraph.load(path)
     assert str(tmp_path) in str(info.value)  # the file is named

@@ -94,9 +94,9 @@ def test_shipped_tree_model_at_32x32_every_tensor_bit_exact_on_a_held_out_view()
     from convforge.models.quant.export import export_qgraph
     from convforge.models.train.checkpoint import load_checkpoint
     from convforge.models.train.inference import qat_model
-    from convforge.models.train.zoo import default_checkpoint
+    from convforge.models.train.zoo import CODENET_NAME, get_model
 
-    path = default_checkpoint()
+    path = get_model(CODENET_NAME).checkpoint
     graph = export_qgraph(qat_model(load_checkpoint(path), path).eval(), (32, 32))
     cfg = ACCEL_TEST_CONFIG
     program = compile(graph, cfg, reuse_buffers=False)

@@ -1,5 +1,5 @@
 """Fixtures for the sw tests: helper modules beside the tests on sys.path; for the driver tests,
-the shipped model compiled small and a SimDevice with an overlay loaded."""
+the CoDeNet reference model (zoo.CODENET_NAME) compiled small and a SimDevice with an overlay loaded."""
 
 import sys
 from pathlib import Path
@@ -10,19 +10,19 @@ from convforge.hw.boards import get_board
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-SIZE = 96  # the shipped tree model, re-exported at a small input so the test stays fast
+SIZE = 96  # the CoDeNet reference tree model, re-exported at a small input so the test stays fast
 
 
 @pytest.fixture(scope="session")
 def small_model(tmp_path_factory):
-    """``(qgraph, program file)``: the shipped model at SIZE x SIZE, compiled for the Ultra96-V2 engine."""
+    """``(qgraph, program file)``: the CoDeNet reference model at SIZE x SIZE, compiled for the Ultra96-V2 engine."""
     from convforge.models.quant.export import export_qgraph
     from convforge.models.train.checkpoint import load_checkpoint
     from convforge.models.train.inference import qat_model
-    from convforge.models.train.zoo import default_checkpoint
+    from convforge.models.train.zoo import CODENET_NAME, get_model
     from convforge.sw.compiler import compile as compile_program
 
-    path = default_checkpoint()
+    path = get_model(CODENET_NAME).checkpoint
     graph = export_qgraph(qat_model(load_checkpoint(path), path).eval(), (SIZE, SIZE))
     program = compile_program(graph, get_board("ultra96v2").engine)
     return graph, program.save(tmp_path_factory.mktemp("prog") / "trees96.cfprog")

@@ -1,8 +1,10 @@
 """``convforge compile``: writes a loadable Program and a report; refuses by name, writes nothing."""
 
+import pytest
 from graphs import GraphBuilder, every_op_graph
 
 from convforge.hw.config import EngineConfig
+from convforge.models.train.zoo import CODENET_NAME, MBV2_NAME, get_model
 from convforge.sw.cli import main
 from convforge.sw.runtime.program import Program
 
@@ -32,13 +34,13 @@ def test_compile_refuses_a_layer_in_one_line_and_writes_nothing(tmp_path, capsys
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-def test_shipped_model_compiles_for_every_board():
+@pytest.mark.parametrize("name", [CODENET_NAME, MBV2_NAME])
+def test_every_shipped_model_compiles_for_every_board(name):
     from convforge.hw.boards import BOARDS
     from convforge.models.quant.qgraph import QGraph
-    from convforge.models.train.zoo import default_qgraph
     from convforge.sw.compiler import compile
 
-    graph = QGraph.load(default_qgraph())
+    graph = QGraph.load(get_model(name).qgraph)
     for board in BOARDS.values():
         prog = compile(graph, board.engine, ddr_gbps=board.ddr_gbps)
         assert prog.n_descriptors > 80 and prog.cycles["fps"] > 0, board.name

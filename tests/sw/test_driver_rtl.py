@@ -3,7 +3,7 @@ driver's MMIO and buffers (convforge.sim.bridge). Bit-exact with the integer ref
 with SimDevice emu, counters from the RTL's CSRs, a hardware fault naming the layer, the
 interrupt line, and a simulator that dies or hangs giving a SimulationError.
 
-The shipped tree model at 32x32 (the smallest input its stride-32 backbone takes), compiled
+The CoDeNet reference tree model (zoo.CODENET_NAME) at 32x32 (the smallest input its stride-32 backbone takes), compiled
 for the small engine the accelerator tests use (convforge.sim.regress_accel.ACCEL_TEST_CONFIG).
 """
 
@@ -24,15 +24,15 @@ pytestmark = pytest.mark.simulator("verilator")
 
 @pytest.fixture(scope="module")
 def model32(tmp_path_factory):
-    """``(qgraph, Program file)``: the shipped model at SIZE x SIZE for ACCEL_TEST_CONFIG."""
+    """``(qgraph, Program file)``: the CoDeNet reference model at SIZE x SIZE for ACCEL_TEST_CONFIG."""
     from convforge.models.quant.export import export_qgraph
     from convforge.models.train.checkpoint import load_checkpoint
     from convforge.models.train.inference import qat_model
-    from convforge.models.train.zoo import default_checkpoint
+    from convforge.models.train.zoo import CODENET_NAME, get_model
     from convforge.sim.regress_accel import ACCEL_TEST_CONFIG
     from convforge.sw.compiler import compile as compile_program
 
-    path = default_checkpoint()
+    path = get_model(CODENET_NAME).checkpoint
     graph = export_qgraph(qat_model(load_checkpoint(path), path).eval(), (SIZE, SIZE))
     program = compile_program(graph, ACCEL_TEST_CONFIG)
     return graph, program.save(tmp_path_factory.mktemp("prog") / f"trees{SIZE}.cfprog")

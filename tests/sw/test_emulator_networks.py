@@ -1,4 +1,4 @@
-"""Emulator == integer reference on every tensor: the shipped model on held-out tree views,
+"""Emulator == integer reference on every tensor: the CoDeNet reference model (zoo.CODENET_NAME) on held-out tree views,
 CoDeNet a-e at their published sizes (slow), and hypothesis-generated random graphs."""
 
 import numpy as np
@@ -16,9 +16,9 @@ from convforge.sw.compiler import compile
 @pytest.fixture(scope="module")
 def shipped():
     from convforge.models.quant.qgraph import QGraph
-    from convforge.models.train.zoo import default_qgraph
+    from convforge.models.train.zoo import CODENET_NAME, get_model
 
-    graph = QGraph.load(default_qgraph())
+    graph = QGraph.load(get_model(CODENET_NAME).qgraph)
     return graph, compile(graph, get_board("ultra96v2").engine)
 
 
