@@ -31,7 +31,10 @@ def test_demo_reports_reexport_and_integer_agreement(tmp_path, capsys):
 
 @pytest.mark.simulator("verilator")
 def test_network_square_deform_layer_runs_bit_exact_on_the_rtl():
-    """decoder.0 of the shipped network through the Verilator model of the depthwise unit."""
+    """decoder.0 of the default network through the Verilator model of the depthwise unit, built
+    for the layer's weight width (the MobileNetV2 detector's depthwise weights are 8-bit)."""
+    import dataclasses
+
     from convforge.hw.rtl.depthwise_model import layer_from_qgraph
     from convforge.sim.regress import TEST_CONFIG
     from convforge.sim.tb_depthwise import run_layer
@@ -42,7 +45,8 @@ def test_network_square_deform_layer_runs_bit_exact_on_the_rtl():
     layer = graph.layer("decoder.0.dw")
     dw = layer_from_qgraph(layer, graph.tensors[layer.inputs[0]].signed)
     x, dmap = values[layer.inputs[0]][0].numpy(), values[layer.inputs[1]][0, 0].numpy()
-    got, want, cycles = run_layer(TEST_CONFIG, dw, x, dmap)
+    cfg = dataclasses.replace(TEST_CONFIG, w_bits=max(TEST_CONFIG.w_bits, int(layer.attrs["w_bits"])))
+    got, want, cycles = run_layer(cfg, dw, x, dmap)
     assert got is not None and np.array_equal(got, values[layer.outputs[0]][0].numpy())
     assert np.array_equal(want, got) and cycles > 0
 

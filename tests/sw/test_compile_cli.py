@@ -43,4 +43,4 @@ def test_every_shipped_model_compiles_for_every_board(name):
     graph = QGraph.load(get_model(name).qgraph)
     for board in BOARDS.values():
         prog = compile(graph, board.engine, ddr_gbps=board.ddr_gbps)
-        assert prog.n_descriptors > 80 and prog.cycles["fps"] > 0, board.name
+        assert prog.n_descriptors > 60 and prog.cycles["fps"] > 0, board.name  # CoDeNet 88, MobileNetV2 70
