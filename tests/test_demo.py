@@ -8,7 +8,7 @@ import torch
 
 from convforge.models.quant.executor import run_qgraph
 from convforge.models.quant.qgraph import QGraph
-from convforge.models.train.zoo import default_qgraph
+from convforge.models.train.zoo import CODENET_NAME, MBV2_NAME, default_qgraph, get_model
 from convforge.sw.cli import main
 
 
@@ -30,16 +30,17 @@ def test_demo_reports_reexport_and_integer_agreement(tmp_path, capsys):
 
 
 @pytest.mark.simulator("verilator")
-def test_network_square_deform_layer_runs_bit_exact_on_the_rtl():
-    """decoder.0 of the default network through the Verilator model of the depthwise unit, built
-    for the layer's weight width (the MobileNetV2 detector's depthwise weights are 8-bit)."""
+@pytest.mark.parametrize("name", [CODENET_NAME, MBV2_NAME])
+def test_network_square_deform_layer_runs_bit_exact_on_the_rtl(name):
+    """decoder.0 of each shipped network through the Verilator model of the depthwise unit, built
+    for the layer's weight width (4-bit in the CoDeNet reference, 8-bit in the MobileNetV2 detector)."""
     import dataclasses
 
     from convforge.hw.rtl.depthwise_model import layer_from_qgraph
     from convforge.sim.regress import TEST_CONFIG
     from convforge.sim.tb_depthwise import run_layer
 
-    graph = QGraph.load(default_qgraph())
+    graph = QGraph.load(get_model(name).qgraph)
     image = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 3, 416, 416), dtype=np.uint8))
     values = run_qgraph(graph, image, keep_all=True)
     layer = graph.layer("decoder.0.dw")
