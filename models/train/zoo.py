@@ -107,24 +107,48 @@ def default_qgraph() -> Path:
     return default_model().qgraph
 
 
-def ship_model(run_dir: str | Path, dest: str | Path | None = None, name: str = DEFAULT_NAME) -> tuple[Path, Path]:
+def ship_model(
+    run_dir: str | Path, dest: str | Path | None = None, name: str = DEFAULT_NAME, *, compact: bool = False
+) -> tuple[Path, Path]:
     """Copy a finished run's ``model.pt`` and QGraph into the zoo under ``name``.
 
     The checkpoint is rewritten to name its QGraph ``<name>.json``; the QGraph is saved
     again under the new name (its ``.json`` records its ``.npz`` file name and checksum).
 
+    Args:
+        run_dir: a ``convforge train`` output directory (``model.pt`` + its QGraph).
+        dest: the zoo directory (default :func:`zoo_dir`).
+        name: the shipped model's name.
+        compact: halve the checkpoint for networks whose float32 weights pass the zoo's
+            5 MB limit (issue 12): keep only the QAT weights (no ``float_state_dict``, so
+            ``--backend float`` needs the run's ``float.pt``) and store every convolution
+            weight (parameters of 2 or more dimensions) as float16; BN statistics, biases
+            and the activation observers stay float32. The QGraph is then exported again
+            from the rounded weights, so checkpoint and QGraph describe one network
+            exactly (a rounded weight may cross a quantisation step).
+
     Returns:
         ``(checkpoint path, QGraph .json path)``.
     """
+
+    from convforge.models.quant.export import export_qgraph
     from convforge.models.quant.qgraph import QGraph
-    from convforge.models.train.checkpoint import load_checkpoint, save_checkpoint
+    from convforge.models.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 
     run_dir = Path(run_dir)
     dest = Path(dest) if dest is not None else zoo_dir()
     doc = load_checkpoint(run_dir / "model.pt")
     graph = QGraph.load(run_dir / str(doc.get("qgraph", "model.json")))
-    json_path, _ = graph.save(dest / name)
     doc = {k: v for k, v in doc.items() if k not in ("format", "version", "optimizer")}
+    if compact:
+        doc.pop("float_state_dict", None)
+        params = {n for n, p in model_from_checkpoint(doc, run_dir / "model.pt").named_parameters() if p.dim() >= 2}
+        doc["state_dict"] = {k: v.half() if k in params and v.is_floating_point() else v
+                             for k, v in doc["state_dict"].items()}
+        model = model_from_checkpoint(doc, run_dir / "model.pt").eval()
+        _, height, width = graph.tensors[graph.input].shape
+        graph = export_qgraph(model, (height, width), dict(graph.meta))
+    json_path, _ = graph.save(dest / name)
     doc["qgraph"] = json_path.name
     ckpt = save_checkpoint(dest / f"{name}.pt", doc)
     return ckpt, json_path

@@ -116,11 +116,18 @@ def _smoke_cfg(out, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def test_smoke_train_float_qat_export_then_int_eval(tmp_path):
-    outcome = Trainer(_smoke_cfg(tmp_path), log=lambda m: None).run()
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke training run (float, QAT, export) shared by the pipeline tests."""
+    out = tmp_path_factory.mktemp("smoke")
+    return out, Trainer(_smoke_cfg(out), log=lambda m: None).run()
+
+
+def test_smoke_train_float_qat_export_then_int_eval(smoke_run):
+    run_dir, outcome = smoke_run
     assert [r["phase"] for r in outcome.history] == ["float", "qat"]
     for name in ("float.pt", "qat.pt", "model.pt", "last.pt", "model.json", "model.npz", "training_curve.png"):
-        assert (tmp_path / name).is_file(), name
+        assert (run_dir / name).is_file(), name
     doc = load_checkpoint(outcome.model_checkpoint)
     assert doc["phase"] == "qat" and "float_state_dict" in doc and "optimizer" not in doc
     graph = QGraph.load(outcome.qgraph)
@@ -201,3 +208,29 @@ def test_losses_ignore_non_finite_values_where_no_object_is():
     gt[0, 0, 1, 1] = 1.0
     logits[0, 0, 1, 1] = float("inf")  # a perfectly confident centre
     assert torch.isfinite(focal_loss(logits, gt))
+
+
+def test_compact_ship_keeps_qat_weights_in_float16_and_exports_their_qgraph(smoke_run, tmp_path):
+    from convforge.models.quant.export import export_qgraph
+    from convforge.models.train.inference import load_for_backend
+    from convforge.models.train.zoo import ship_model
+
+    run_dir, _ = smoke_run
+    full, _ = ship_model(run_dir, tmp_path, name="full")
+    ckpt, json_path = ship_model(run_dir, tmp_path, name="small", compact=True)
+    doc = load_checkpoint(ckpt)
+    assert "float_state_dict" not in doc and doc["qgraph"] == "small.json"
+    model = model_from_checkpoint(doc, ckpt).eval()
+    convs = {n for n, p in model.named_parameters() if p.dim() >= 2}
+    assert convs and all(doc["state_dict"][n].dtype == torch.float16 for n in convs)
+    assert all(v.dtype != torch.float16 for k, v in doc["state_dict"].items() if k not in convs)
+    assert ckpt.stat().st_size < 0.4 * full.stat().st_size
+    # the shipped QGraph is the export of the shipped (rounded) weights, layer for layer
+    shipped = QGraph.load(json_path)
+    again = export_qgraph(model, shipped.tensors[shipped.input].shape[1:], dict(shipped.meta))
+    assert [layer.name for layer in again.layers] == [layer.name for layer in shipped.layers]
+    for a, b in zip(again.layers, shipped.layers, strict=True):
+        assert a.params.keys() == b.params.keys() and a.attrs == b.attrs, a.name
+        assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params), a.name
+    with pytest.raises(CheckpointError, match="holds only QAT weights"):
+        load_for_backend(ckpt, "float")
