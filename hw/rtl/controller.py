@@ -1,4 +1,4 @@
-"""The accelerator's engine: controller, DMA and the byte-serial element units.
+"""The accelerator's engine: controller, DMA, the PE array and the element units.
 
 :class:`Engine` runs a whole Program (:mod:`convforge.hw.layouts.program`) from one
 ``start``: it fetches each descriptor over AXI from ``base_addr + prog_offset + 128*i``,
@@ -9,10 +9,12 @@ block's.
 
 Every opcode of :class:`~convforge.hw.layouts.program.Opcode` is built: END, COPY, ADD
 (the verified :class:`~convforge.hw.rtl.pool_add.ResidualAdd`, one lane), MAXPOOL (running
-maximum, padded taps skipped), CONV_PW / CONV_KXK (the layer's weight tiles and requant
-words loaded on chip, im2col columns gathered tap by tap by the address generator, padded
-taps zero, a multiply-accumulate per cycle into the verified
-:class:`~convforge.hw.rtl.requant.Requant`, one lane), DW_REGULAR / DW_SQUARE / DW_BILINEAR
+maximum, padded taps skipped), CONV_PW / CONV_KXK (the layer's weight tiles unpacked to one
+byte per weight and its requant words loaded on chip, im2col columns gathered tap by tap by
+the address generator into the activation buffer A, ``pe_ci`` columns per word, padded taps
+zero; the PE array multiplies one ``pe_co x pe_ci`` tile by one word of A per cycle into
+``pe_co`` accumulators, and each finished output group drains through the verified
+:class:`~convforge.hw.rtl.requant.Requant`, one channel per cycle), DW_REGULAR / DW_SQUARE / DW_BILINEAR
 (per-channel words on chip, per-channel accumulators, each tap -- for bilinear each of
 its four neighbours with its ``(1-f)``/``f`` weight product -- accumulated as its span
 streams in; then requant). Opcodes 9..15 are BAD_OPCODE.
@@ -25,10 +27,12 @@ an on-chip channel buffer (every ``channel_stride``-th byte), the result is scat
 with write strobes. Max pool loads each in-bounds tap into the running maximum; ADD loads
 ``src`` and ``src2`` then streams both through the residual-add pipeline into the writer.
 Cost: about ``span + 12`` cycles per span plus the AXI latency (one byte per cycle), one
-128-byte read per descriptor; PE layers add ``k*k*C_in*C_out`` MAC cycles per output pixel
-and the table loads, depthwise layers ``C`` cycles to clear and ``C`` to requant per pixel.
-This is a correct, bit-exact engine, not yet a fast one: the PE array's and depthwise
-unit's lane parallelism is not used (one MAC per cycle).
+128-byte read per descriptor; PE layers add ``ceil(C_out/pe_co) * (ceil(k*k*C_in/pe_ci) +
+min(pe_co, C_out) + 3)`` cycles per output pixel (``pe_ci * pe_co`` MACs per cycle while
+issuing; the drain does not yet overlap the next group) and the table loads, one byte per
+cycle; depthwise layers ``C`` cycles to clear and ``C`` to requant per pixel and one MAC per
+cycle (the depthwise unit's lanes are not used yet). Operands still move one byte per cycle
+per span: the span overhead, not the PE array, bounds most layers.
 
 Fusion scratchpad: an operand view with the ``onchip`` flag addresses the
 :class:`~convforge.hw.rtl.dma.Scratchpad` (``fuse_buffer_bytes``, offsets from its byte 0,
@@ -69,9 +73,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from amaranth import Cat, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
 from convforge.errors import ConfigError
 from convforge.hw.config import EngineConfig
@@ -96,6 +101,13 @@ from convforge.hw.rtl.requant import Requant
 BUILT_OPCODES = (Opcode.END, Opcode.COPY, Opcode.ADD, Opcode.MAXPOOL)
 #: Default watchdog: cycles without an AXI handshake while a transfer is pending.
 WATCHDOG_CYCLES = 1 << 20
+
+
+def _tree_sum(values: list):
+    """Sum ``values`` as a balanced adder tree (depth ``ceil(log2(len))``)."""
+    while len(values) > 1:
+        values = [a + b for a, b in zip(values[::2], values[1::2], strict=False)] + values[len(values) & ~1:]
+    return values[0]
 
 
 class Engine(wiring.Component):
@@ -125,6 +137,9 @@ class Engine(wiring.Component):
                  max_outstanding: int = 4, watchdog_cycles: int = WATCHDOG_CYCLES) -> None:
         if watchdog_cycles < 16:
             raise ConfigError(f"watchdog_cycles={watchdog_cycles}: needs at least 16 cycles")
+        if cfg.pe_ci & (cfg.pe_ci - 1):
+            raise ConfigError(f"EngineConfig.pe_ci = {cfg.pe_ci}: the RTL engine needs a power of two (its "
+                              "activation buffer holds pe_ci channels per word); use 4, 8, 16 or 32")
         self.cfg = cfg
         self.addr_bits, self.max_burst, self.max_outstanding = addr_bits, max_burst, max_outstanding
         self.watchdog_cycles = watchdog_cycles
@@ -200,11 +215,9 @@ class Engine(wiring.Component):
             for bits in range(1, 9):
                 with m.Case(bits):
                     m.d.comb += tile_bytes.eq(weight_tile_bytes(cfg, bits))
-        wmem_bytes = cfg.weight_depth * weight_tile_bytes(cfg, 8)
         cig = Signal(range(cfg.max_channels + 1))
         cog = Signal(range(cfg.max_channels + 1))
         w_total = Signal(40)            # weight bytes of the layer: cig * cog * tile_bytes
-        row_step = Signal(32)           # bytes of one output group's tiles: cig * tile_bytes
 
         # -- checks ---------------------------------------------------------------------------
         def last_byte(v, h, w, c, name):
@@ -246,14 +259,29 @@ class Engine(wiring.Component):
                           | (wb == 0) | (wb > 8) | ((op == Opcode.CONV_PW) & (k != 1))
                           | (desc.acc_bound_bits > cfg.acc_bits))))
         too_many_weights = Signal()
-        m.d.comb += too_many_weights.eq(is_conv & (w_total > wmem_bytes))
+        m.d.comb += too_many_weights.eq(is_conv & (cig * cog > cfg.weight_depth))
         built = Signal()
         m.d.comb += built.eq(is_copy | is_add | is_pool | is_conv | is_dw)
 
         # -- channel buffers ------------------------------------------------------------------
-        m.submodules.buf_a = buf_a = memory.Memory(shape=unsigned(8), depth=cfg.max_channels, init=[])
+        # A holds pe_ci bytes per word (byte-enable writes) so the PE array reads pe_ci im2col
+        # columns per cycle; every other user reads and writes it a byte at a time
+        lg_ci = exact_log2(cfg.pe_ci)
+        m.submodules.buf_a = buf_a = memory.Memory(shape=unsigned(8 * cfg.pe_ci),
+                                                   depth=-(-cfg.max_channels // cfg.pe_ci), init=[])
         m.submodules.buf_b = buf_b = memory.Memory(shape=unsigned(8), depth=max(cfg.max_channels, 18), init=[])
-        a_rd, a_wr = buf_a.read_port(domain="comb"), buf_a.write_port()
+        a_rd, a_wr = buf_a.read_port(domain="comb"), buf_a.write_port(granularity=8)
+
+        def a_read(index):
+            """Byte ``index`` of A (combinational)."""
+            m.d.comb += a_rd.addr.eq(index >> lg_ci)
+            return a_rd.data.word_select(index[:lg_ci], 8) if lg_ci else a_rd.data
+
+        def a_write(index, byte, enable=1):
+            """Write ``byte`` to byte ``index`` of A when ``enable``."""
+            lane = Const(1, cfg.pe_ci) << index[:lg_ci] if lg_ci else Const(1, 1)
+            m.d.comb += [a_wr.addr.eq(index >> lg_ci), a_wr.data.eq(byte.replicate(cfg.pe_ci)),
+                         a_wr.en.eq(Mux(enable, lane, 0))]
         b_rd, b_wr = buf_b.read_port(domain="comb"), buf_b.write_port()
         b_rd2 = buf_b.read_port(domain="comb")      # the second offset of a bilinear tap
         # depthwise: per-channel words (9 weights, bias, m, s) and accumulators
@@ -265,17 +293,25 @@ class Engine(wiring.Component):
         m.submodules.accm = accm = memory.Memory(shape=signed(cfg.acc_bits), depth=cfg.max_channels, init=[])
         acc_rd, acc_wr = accm.read_port(domain="comb"), accm.write_port()
 
-        # PE layers: the layer's weight tiles and requant words (64 bits per output channel).
-        # An element of w_bits may straddle two bytes, so the MAC reads bytes a and a + 1 at
-        # once: the tiles are banked by byte-address parity (bytes a and a + 1 always lie in
-        # different banks), one read port per bank -- not a copy of the whole buffer per read
-        # port (a second port on one memory doubled its BRAMs).
-        wbank = (wmem_bytes + 1) // 2
-        m.submodules.wmem_even = wmem_even = memory.Memory(shape=unsigned(8), depth=wbank, init=[])
-        m.submodules.wmem_odd = wmem_odd = memory.Memory(shape=unsigned(8), depth=wbank, init=[])
-        we_rd, we_wr = wmem_even.read_port(), wmem_even.write_port()
-        wo_rd, wo_wr = wmem_odd.read_port(), wmem_odd.write_port()
-        w_odd_r = Signal()              # the element's first byte is odd (registered with the read)
+        # PE layers: the layer's weight tiles, one tile per word, each weight unpacked from the
+        # Program's w_bits packing (weight_tile_layout) to one signed byte as it is loaded, so
+        # the PE array reads a whole pe_co x pe_co tile per cycle whatever the layer's w_bits;
+        # and the requant words (64 bits per output channel).
+        n_tile = cfg.pe_ci * cfg.pe_co
+        m.submodules.wmem = wmem = memory.Memory(shape=unsigned(8 * n_tile), depth=cfg.weight_depth, init=[])
+        wt_rd, wt_wr = wmem.read_port(), wmem.write_port()
+        stage = Signal(8 * weight_tile_bytes(cfg, 8))     # the packed tile being received
+        stage_pos = Signal(range(weight_tile_bytes(cfg, 8) + 1))
+        stage_full = Signal()                             # write the unpacked tile this cycle
+        unpacked = Signal(8 * n_tile)
+
+        def sign_extend8(v):
+            return Cat(v, v[-1].replicate(8 - len(v))) if len(v) < 8 else v
+
+        with m.Switch(wb):
+            for bits in range(1, 9):
+                with m.Case(bits):
+                    m.d.comb += unpacked.eq(Cat(sign_extend8(stage[i * bits:(i + 1) * bits]) for i in range(n_tile)))
         rq_layout = requant_word_layout(cfg)
         m.submodules.rqmem = rqmem = memory.Memory(shape=unsigned(64), depth=cfg.max_channels, init=[])
         rq_rd, rq_wr = rqmem.read_port(), rqmem.write_port()
@@ -377,17 +413,24 @@ class Engine(wiring.Component):
         # PE layers: division remainders, MAC loop counters and pipeline registers
         rem_i = Signal(signed(len(ci_eff) + 2))
         rem_o = Signal(signed(len(co) + 2))
-        e = Signal.like(ci_eff)
-        c_in = Signal(range(cfg.pe_ci))
-        r = Signal(range(cfg.pe_co))
-        co_i, co_o = Signal(range(cfg.max_channels + 1)), Signal(range(cfg.max_channels + 1))
-        row_addr, tile_addr = Signal(range(wmem_bytes + 1)), Signal(range(wmem_bytes + 1))
-        tile_bits = range(8 * weight_tile_bytes(cfg, 8) + 1)
-        rowbits, bitpos = Signal(tile_bits), Signal(tile_bits)
-        issuing, v1, last1 = Signal(), Signal(), Signal()
-        sh_r = Signal(3)
-        x_r = Signal(signed(9))
-        acc = Signal(signed(cfg.acc_bits))
+        g = Signal(range(cfg.max_channels // cfg.pe_ci + 2))   # input group (pe_ci im2col columns)
+        t = Signal(range(cfg.weight_depth + 1))                # tile (output group major)
+        co_base = Signal(range(cfg.max_channels + cfg.pe_co + 1))
+        co_o = Signal(range(cfg.max_channels + 1))
+        issuing, v1, last1, first1, v2, last2, first2 = (Signal(name=n) for n in
+                                                         ("issuing", "v1", "last1", "first1", "v2", "last2", "first2"))
+        lanes = data.ArrayLayout(signed(cfg.acc_bits), cfg.pe_co)
+        x_r = Signal(data.ArrayLayout(signed(9), cfg.pe_ci))   # stage 1: the group's activations
+        dot = Signal(lanes)                                    # stage 2: row . columns per output lane
+        acc = Signal(lanes)
+        res = Signal(lanes)                                    # a finished output group, draining
+        draining, dv_r = Signal(), Signal()
+        d, d_r = Signal(range(cfg.pe_co)), Signal(range(cfg.pe_co))
+        pos_tile = Signal(range(cfg.weight_depth + 1))
+        m.d.sync += stage_full.eq(0)
+        with m.If(stage_full):
+            m.d.sync += pos_tile.eq(pos_tile + 1)
+            m.d.comb += [wt_wr.addr.eq(pos_tile), wt_wr.data.eq(unpacked), wt_wr.en.eq(1)]
 
         # -- watchdog -------------------------------------------------------------------------
         ax = self.m_axi
@@ -501,7 +544,7 @@ class Engine(wiring.Component):
                 with m.If(rem_o > 0):
                     m.d.sync += [rem_o.eq(rem_o - cfg.pe_co), cog.eq(cog + 1)]
                 with m.If((rem_i <= 0) & (rem_o <= 0)):
-                    m.d.sync += [w_total.eq(cig * cog * tile_bytes), row_step.eq(cig * tile_bytes)]
+                    m.d.sync += w_total.eq(cig * cog * tile_bytes)
                     m.next = "CHECK"
             with state("CHECK"):
                 with m.If(too_many_weights):
@@ -510,7 +553,7 @@ class Engine(wiring.Component):
                     fault(ErrorCode.ADDRESS_RANGE)
                 with m.Else():
                     m.d.sync += [oy.eq(0), ox.eq(0), phase.eq(0), tap_i.eq(0), tap_j.eq(0), first.eq(1),
-                                 tap_base.eq(0), pos.eq(0)]
+                                 tap_base.eq(0), pos.eq(0), stage_pos.eq(0), pos_tile.eq(0)]
                     with m.If(is_conv):
                         m.next = "LOADW"
                     with m.Elif(is_dw):
@@ -524,11 +567,14 @@ class Engine(wiring.Component):
                 with m.If(reader.cmd_ready):
                     m.next = "LOADW_DATA"
             with state("LOADW_DATA"):
-                m.d.comb += [reader.o.ready.eq(1), we_wr.addr.eq(pos >> 1), wo_wr.addr.eq(pos >> 1),
-                             we_wr.data.eq(reader.o.payload), wo_wr.data.eq(reader.o.payload)]
+                # bytes into the staging tile; a complete tile is unpacked into wmem next cycle
+                m.d.comb += reader.o.ready.eq(1)
                 with m.If(reader.o.valid):
-                    m.d.comb += [we_wr.en.eq(~pos[0]), wo_wr.en.eq(pos[0])]
-                    m.d.sync += pos.eq(pos + 1)
+                    m.d.sync += [stage.word_select(stage_pos, 8).eq(reader.o.payload), pos.eq(pos + 1)]
+                    with m.If(stage_pos == tile_bytes - 1):
+                        m.d.sync += [stage_pos.eq(0), stage_full.eq(1)]
+                    with m.Else():
+                        m.d.sync += stage_pos.eq(stage_pos + 1)
                     with m.If(pos == w_total - 1):
                         m.d.sync += pos.eq(0)
                         m.next = "LOADRQ"
@@ -562,9 +608,8 @@ class Engine(wiring.Component):
                     with m.Case(1):
                         m.d.sync += phase.eq(2)
                         with m.If(is_conv):
-                            m.d.sync += [e.eq(0), c_in.eq(0), r.eq(0), co_i.eq(0), co_o.eq(0), row_addr.eq(0),
-                                         rowbits.eq(0), tile_addr.eq(0), bitpos.eq(0), issuing.eq(1), acc.eq(0),
-                                         v1.eq(0)]
+                            m.d.sync += [g.eq(0), t.eq(0), co_base.eq(0), co_o.eq(0), issuing.eq(1),
+                                         draining.eq(0), d.eq(0), v1.eq(0), v2.eq(0), dv_r.eq(0)]
                             m.next = "MAC"
                         with m.Elif(is_dw):
                             m.d.sync += [phase.eq(4), tap_i.eq(0), tap_j.eq(0), nb.eq(0)]
@@ -627,8 +672,8 @@ class Engine(wiring.Component):
                 byte_valid = Signal()
                 m.d.comb += [byte.eq(Mux(on_chip, scratch.o.payload, reader.o.payload)),
                              byte_valid.eq(Mux(on_chip, scratch.o.valid, reader.o.valid)),
-                             reader.o.ready.eq(~on_chip), scratch.o.ready.eq(on_chip), a_rd.addr.eq(ch)]
-                cur = a_rd.data
+                             reader.o.ready.eq(~on_chip), scratch.o.ready.eq(on_chip)]
+                cur = a_read(ch)
                 bigger = Mux(v.signed, byte.as_signed() > cur.as_signed(), byte > cur)
                 # depthwise: acc[c] += w[c][tap] * coef * x
                 m.d.comb += [dw_rd.addr.eq(ch), acc_rd.addr.eq(ch)]
@@ -645,8 +690,7 @@ class Engine(wiring.Component):
                         with m.Elif(sel == 1):
                             m.d.comb += [b_wr.addr.eq(ch), b_wr.data.eq(byte), b_wr.en.eq(1)]
                         with m.Else():
-                            m.d.comb += [a_wr.addr.eq(move_base + ch), a_wr.data.eq(byte),
-                                         a_wr.en.eq(~is_pool | first | bigger)]
+                            a_write(move_base + ch, byte, ~is_pool | first | bigger)
                     with m.If(last_pos):
                         m.d.sync += first.eq(0)
                         m.next = "SEQ"
@@ -657,13 +701,14 @@ class Engine(wiring.Component):
                     m.next = "WDATA"
             with state("WDATA"):
                 # the source of channel bytes: ADD's pipeline, else buffer A in order
-                m.d.comb += [b_rd.addr.eq(Mux(is_add, feed, ch)), a_rd.addr.eq(Mux(is_add, feed, ch))]
-                m.d.comb += [radd.a.payload[0].eq(a_rd.data), radd.b.payload[0].eq(b_rd.data),
+                m.d.comb += b_rd.addr.eq(Mux(is_add, feed, ch))
+                a_byte = a_read(Mux(is_add, feed, ch))
+                m.d.comb += [radd.a.payload[0].eq(a_byte), radd.b.payload[0].eq(b_rd.data),
                              radd.a.valid.eq(is_add & (feed < ci)), radd.b.valid.eq(is_add & (feed < ci))]
                 with m.If(radd.a.valid & radd.a.ready):
                     m.d.sync += feed.eq(feed + 1)
                 src_valid = Mux(is_add, radd.o.valid, 1)
-                src_byte = Mux(is_add, radd.o.payload[0][:8], Mux(is_conv | is_dw, b_rd.data, a_rd.data))
+                src_byte = Mux(is_add, radd.o.payload[0][:8], Mux(is_conv | is_dw, b_rd.data, a_byte))
                 take = cs_phase == 0
                 # the span's items to DDR (the write DMA) or to the scratchpad: one path
                 item_valid = Signal()
@@ -701,55 +746,54 @@ class Engine(wiring.Component):
                 with m.If(co_o == ci):
                     m.next = "SEQ"
             with state("ZFILL"):
-                m.d.comb += [a_wr.addr.eq(move_base + ch), a_wr.data.eq(0), a_wr.en.eq(1)]
+                a_write(move_base + ch, Const(0, 8))
                 m.d.sync += ch.eq(ch + 1)
                 with m.If(ch == ci - 1):
                     m.next = "SEQ"
             with state("MAC"):
-                # stage 0: issue element e of output channel co_i (weight bytes, activation)
-                byte_addr = tile_addr + (bitpos >> 3)
-                m.d.comb += [we_rd.addr.eq((byte_addr + 1) >> 1), wo_rd.addr.eq(byte_addr >> 1),
-                             a_rd.addr.eq(e), rq_rd.addr.eq(co_i)]
-                m.d.sync += [v1.eq(issuing), last1.eq(e == ci_eff - 1), sh_r.eq(bitpos[:3]),
-                             w_odd_r.eq(byte_addr[0]),
-                             x_r.eq(Mux(desc.src.signed, a_rd.data.as_signed(), a_rd.data))]
+                # the PE array: pe_co output lanes x pe_ci im2col columns per cycle, one tile
+                # per cycle, a 3-stage pipeline: issue (A word g, tile t) -> row . columns per
+                # lane -> accumulate; a finished output group drains through requant, one
+                # channel per cycle, while issuing waits.
+                m.d.comb += [a_rd.addr.eq(g), wt_rd.addr.eq(t)]
+                m.d.sync += [v1.eq(issuing), last1.eq(g == cig - 1), first1.eq(g == 0)]
+                for c in range(cfg.pe_ci):
+                    byte = a_rd.data.word_select(c, 8)
+                    inside = (g << lg_ci) + c < ci_eff      # columns past k*k*C_in are 0
+                    m.d.sync += x_r[c].eq(Mux(inside, Mux(desc.src.signed, byte.as_signed(), byte), 0))
                 with m.If(issuing):
-                    with m.If(e == ci_eff - 1):
-                        m.d.sync += [e.eq(0), c_in.eq(0), co_i.eq(co_i + 1)]
-                        with m.If(co_i == co - 1):
-                            m.d.sync += issuing.eq(0)
-                        with m.If(r == cfg.pe_co - 1):
-                            m.d.sync += [r.eq(0), rowbits.eq(0), row_addr.eq(row_addr + row_step),
-                                         tile_addr.eq(row_addr + row_step), bitpos.eq(0)]
-                        with m.Else():
-                            m.d.sync += [r.eq(r + 1), rowbits.eq(rowbits + cfg.pe_ci * wb), tile_addr.eq(row_addr),
-                                         bitpos.eq(rowbits + cfg.pe_ci * wb)]
+                    m.d.sync += t.eq(t + 1)
+                    with m.If(g == cig - 1):
+                        m.d.sync += [g.eq(0), issuing.eq(0)]
                     with m.Else():
-                        m.d.sync += e.eq(e + 1)
-                        with m.If(c_in == cfg.pe_ci - 1):
-                            m.d.sync += [c_in.eq(0), tile_addr.eq(tile_addr + tile_bytes), bitpos.eq(rowbits)]
-                        with m.Else():
-                            m.d.sync += [c_in.eq(c_in + 1), bitpos.eq(bitpos + wb)]
-                # stage 1: multiply-accumulate; a finished channel goes to requant
-                wword = Signal(16)
-                m.d.comb += wword.eq(Cat(Mux(w_odd_r, wo_rd.data, we_rd.data),
-                                         Mux(w_odd_r, we_rd.data, wo_rd.data)) >> sh_r)
-                wval = Signal(signed(8))
-                with m.Switch(wb):
-                    for bits in range(2, 9):
-                        with m.Case(bits):
-                            m.d.comb += wval.eq(wword[:bits].as_signed())
-                total = Signal(signed(cfg.acc_bits))
-                m.d.comb += total.eq(acc + x_r * wval)
+                        m.d.sync += g.eq(g + 1)
+                tile = data.View(data.ArrayLayout(data.ArrayLayout(signed(8), cfg.pe_ci), cfg.pe_co), wt_rd.data)
+                for r in range(cfg.pe_co):
+                    m.d.sync += dot[r].eq(_tree_sum([x_r[c] * tile[r][c] for c in range(cfg.pe_ci)]))
+                m.d.sync += [v2.eq(v1), last2.eq(last1), first2.eq(first1)]
+                with m.If(v2):
+                    for r in range(cfg.pe_co):
+                        total = Signal(signed(cfg.acc_bits), name=f"total{r}")
+                        m.d.comb += total.eq(Mux(first2, 0, acc[r]) + dot[r])
+                        m.d.sync += acc[r].eq(total)
+                        with m.If(last2):
+                            m.d.sync += res[r].eq(total)
+                    with m.If(last2):
+                        m.d.sync += [draining.eq(1), d.eq(0)]
+                # drain: channel co_base + d of the finished group into requant
+                m.d.comb += rq_rd.addr.eq(co_base + d)
+                m.d.sync += [dv_r.eq(draining), d_r.eq(d)]
+                with m.If(draining):
+                    with m.If((d == cfg.pe_co - 1) | (co_base + d == co - 1)):
+                        m.d.sync += [draining.eq(0), co_base.eq(co_base + cfg.pe_co)]
+                        with m.If(co_base + d != co - 1):
+                            m.d.sync += issuing.eq(1)
+                    with m.Else():
+                        m.d.sync += d.eq(d + 1)
                 rq = data.View(rq_layout, rq_rd.data)
-                m.d.comb += [requant.i.payload[0].acc.eq(total), requant.i.payload[0].requant.bias.eq(rq.bias),
-                             requant.i.payload[0].requant.m.eq(rq.m), requant.i.payload[0].requant.s.eq(rq.s)]
-                with m.If(v1):
-                    with m.If(last1):
-                        m.d.comb += requant.i.valid.eq(1)
-                        m.d.sync += acc.eq(0)
-                    with m.Else():
-                        m.d.sync += acc.eq(total)
+                m.d.comb += [requant.i.payload[0].acc.eq(res[d_r]), requant.i.payload[0].requant.bias.eq(rq.bias),
+                             requant.i.payload[0].requant.m.eq(rq.m), requant.i.payload[0].requant.s.eq(rq.s),
+                             requant.i.valid.eq(dv_r)]
                 m.d.comb += [b_wr.addr.eq(co_o), b_wr.data.eq(requant.o.payload[0][:8]),
                              b_wr.en.eq(requant.o.valid)]
                 with m.If(requant.o.valid):

@@ -170,7 +170,7 @@ def open_session(
 class _RtlProgress:
     """A tqdm counter of one frame's simulated clock cycles, fed by the RTL simulation's answers
     (``RtlSimulation.progress``). No total: the cycle model predicts the engine the design
-    describes, not the byte-serial datapath the RTL has today (docs/hardware.md)."""
+    describes, not the byte-serial operand moves the RTL has today (docs/hardware.md)."""
 
     def __init__(self, sim) -> None:
         self.sim, self.bar = sim, None

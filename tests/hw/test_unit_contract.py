@@ -170,3 +170,12 @@ def test_no_loose_per_layer_ports_remain(unit):
     assert {"desc", "busy", "done"} <= names
     assert not names & {"lo", "hi", "s", "ma", "mb", "ci_groups", "co_groups", "act_signed",
                         "a_signed", "b_signed", "height", "width", "kernel", "stride", "pad"}
+
+
+def test_engine_refuses_a_pe_ci_that_is_not_a_power_of_two():
+    from convforge.errors import ConfigError
+    from convforge.hw.rtl.controller import Engine
+
+    with pytest.raises(ConfigError, match=r"EngineConfig.pe_ci = 12: the RTL engine needs a power of two"):
+        Engine(EngineConfig(pe_ci=12, pe_co=4, dw_lanes=4))
+    Engine(EngineConfig(pe_ci=8, pe_co=12, dw_lanes=4))._MustUse__silence = True  # pe_co is free

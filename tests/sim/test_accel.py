@@ -88,7 +88,7 @@ def test_compiled_fused_chains_run_band_by_band_bit_exact_with_reference_and_emu
     assert count == len(graph.tensors) - 4
 
 
-@pytest.mark.slow  # ~4 min of simulation (720k cycles at ~3k cycles/s)
+@pytest.mark.slow  # ~1-4 min of simulation (343k cycles at 3-20k cycles/s)
 def test_shipped_tree_model_at_32x32_every_tensor_bit_exact_on_a_held_out_view():
     from convforge.models.data import get_dataset
     from convforge.models.quant.export import export_qgraph
