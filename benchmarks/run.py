@@ -436,50 +436,99 @@ def bench_driver(frames: int = 7) -> dict:
     return {"emu": row, "rtl": bench_driver_rtl()}
 
 
-def bench_driver_rtl(size: int = 32) -> dict:
-    """The same driver on SimDevice ``rtl`` (the Verilator model of the accelerator top for the
-    Ultra96-V2 engine, behind the sim.bridge child process): the CoDeNet reference tree model exported at
-    ``size`` x ``size`` (a 416x416 frame would take hours), one frame after the model is built
-    (cached) and started: wall time per frame, the RTL's own cycle counter and the simulation
-    rate. Recorded under ``driver.rtl``."""
+def _rtl_frame(graph, image, board_name: str = "ultra96v2") -> dict:
+    """One frame of ``graph`` on ``image`` through the driver on SimDevice ``rtl`` (the
+    Verilator model of the accelerator top for the board's engine, behind the sim.bridge child
+    process), after the model is built (cached) and started: wall times, the RTL's own
+    counters, the cycle model's prediction and the simulation rate."""
     import tempfile
 
-    import numpy as np
-
     from convforge.hw.boards import get_board
-    from convforge.models.quant.export import export_qgraph
-    from convforge.models.train.checkpoint import load_checkpoint
-    from convforge.models.train.inference import qat_model
-    from convforge.models.train.zoo import CODENET_NAME, get_model
     from convforge.sw.runtime.session import open_session
 
-    board = get_board("ultra96v2")
-    path = get_model(CODENET_NAME).checkpoint
-    graph = export_qgraph(qat_model(load_checkpoint(path), path).eval(), (size, size))
-    image = np.random.default_rng(2).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    board = get_board(board_name)
     with tempfile.TemporaryDirectory() as work:
         t = time.perf_counter()
         session = open_session("rtl", graph, board.name, workdir=work)
         t_open = time.perf_counter() - t
         sim = session.accel.device.csr
         c0, t = sim.cycle, time.perf_counter()
-        frame = session.accel.run(image, timeout_s=3600)
+        frame = session.accel.run(image, timeout_s=6 * 3600)
         t_frame, simulated = time.perf_counter() - t, sim.cycle - c0
         session.accel.device.close()
     prog = session.accel.program
-    row = {"backend": "rtl", "board": board.name, "model": path.stem, "input": [size, size], "frames": 1,
-           "descriptors": prog.n_descriptors, "buffer_bytes": prog.buffer_bytes,
-           "open_s": t_open, "driver_s_per_frame": t_frame, "driver_fps": 1.0 / t_frame,
-           "rtl_cycles_per_frame": frame.counters["cycles"], "predicted_cycles_per_frame": prog.cycles.get("cycles"),
-           "simulated_cycles_per_s": simulated / t_frame}  # fmt: skip
+    return {"backend": "rtl", "board": board.name, "input": list(image.shape[:2]), "frames": 1,
+            "descriptors": prog.n_descriptors, "buffer_bytes": prog.buffer_bytes,
+            "open_s": t_open, "driver_s_per_frame": t_frame, "driver_fps": 1.0 / t_frame,
+            "rtl_cycles_per_frame": frame.counters["cycles"], "predicted_cycles_per_frame": prog.cycles.get("cycles"),
+            "busy_cycles": frame.counters["busy_cycles"], "macs": prog.cycles["macs"],
+            "simulated_cycles_per_s": simulated / t_frame}  # fmt: skip
+
+
+def bench_driver_rtl(size: int = 32) -> dict:
+    """The driver on SimDevice ``rtl`` (:func:`_rtl_frame`, Ultra96-V2 engine): the CoDeNet
+    reference tree model exported at ``size`` x ``size``, one frame: wall time per frame, the
+    RTL's own cycle counter and the simulation rate. Recorded under ``driver.rtl``."""
+    import numpy as np
+
+    from convforge.models.quant.export import export_qgraph
+    from convforge.models.train.checkpoint import load_checkpoint
+    from convforge.models.train.inference import qat_model
+    from convforge.models.train.zoo import CODENET_NAME, get_model
+
+    path = get_model(CODENET_NAME).checkpoint
+    graph = export_qgraph(qat_model(load_checkpoint(path), path).eval(), (size, size))
+    image = np.random.default_rng(2).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    row = {"model": path.stem, **_rtl_frame(graph, image)}
     print(
-        f"  driver on SimDevice rtl ({size}x{size}): {t_frame:.1f} s/frame ({1 / t_frame:.4f} fps), "
-        f"{frame.counters['cycles']} RTL cycles at {simulated / t_frame:.0f} simulated cycles/s "
-        f"(open: build cache + start + load {t_open:.1f} s)",
+        f"  driver on SimDevice rtl ({size}x{size}): {row['driver_s_per_frame']:.1f} s/frame, "
+        f"{row['rtl_cycles_per_frame']} RTL cycles at {row['simulated_cycles_per_s']:.0f} simulated cycles/s "
+        f"(open: build cache + start + load {row['open_s']:.1f} s)",
         flush=True,
     )
     _merge_results({"driver": {"rtl": row}})
     return row
+
+
+def bench_rtl_frames(frames: tuple[str, ...] = ("trees", "a")) -> dict:
+    """Full frames simulated on the RTL of the Ultra96-V2 engine (issue 8's ``"source": "rtl"``
+    rows, ``rtl_frames`` in benchmarks/results.json): ``trees`` is the CoDeNet tree model's
+    416x416 QGraph on a held-out view, ``a`` CoDeNet config a at 256x256 (calibrated, random
+    image). Per frame: RTL cycles, FPS at the engine clock, MAC utilisation (network MACs /
+    (cycles x peak MACs per cycle), the cycle model's definition), the cycle model's
+    prediction and its error, CoDeNet's published FPS beside it (config a), simulation rate.
+    Minutes to hours per frame: the RTL's operand moves are byte-serial."""
+    import numpy as np
+
+    from convforge.hw.boards import get_board
+    from convforge.models.data import get_dataset
+    from convforge.models.quant.qgraph import QGraph
+    from convforge.models.train.zoo import CODENET_NAME, get_model
+
+    engine = get_board("ultra96v2").engine
+    rows = {}
+    for name in frames:
+        if name == "trees":
+            graph = QGraph.load(get_model(CODENET_NAME).qgraph)
+            size = graph.tensors[graph.input].shape[1]
+            image = np.asarray(get_dataset("trees:test", input_size=size)[0].image, dtype=np.uint8)
+        else:
+            _, graph, hw = _exported(name)
+            image = np.random.default_rng(3).integers(0, 256, (*hw, 3), dtype=np.uint8)
+        row = _rtl_frame(graph, image)
+        cycles, predicted = row["rtl_cycles_per_frame"], row["predicted_cycles_per_frame"]
+        row.update(source="rtl", model=CODENET_NAME if name == "trees" else f"codenet-{name}",
+                   cycles=cycles, fps=engine.clock_mhz * 1e6 / cycles,
+                   mac_utilisation=row["macs"] / (cycles * engine.macs_per_cycle),
+                   cycle_model_error=predicted / cycles - 1.0,
+                   codenet_fps=CODENET_FPS.get(name))  # fmt: skip
+        rows[name] = row
+        print(f"  {name} {row['input']}: {cycles} RTL cycles ({row['fps']:.2f} FPS at {engine.clock_mhz:g} MHz, "
+              f"MAC utilisation {row['mac_utilisation']:.2%}); cycle model {predicted} "
+              f"({row['cycle_model_error']:+.0%}); {row['simulated_cycles_per_s']:.0f} simulated cycles/s, "
+              f"{row['driver_s_per_frame'] / 60:.1f} min", flush=True)  # fmt: skip
+        _merge_results({"rtl_frames": {name: row}})
+    return rows
 
 
 def bench_hls() -> dict:
@@ -503,6 +552,7 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "compiler": bench_compiler,
     "emulator": bench_emulator,
     "driver": bench_driver,
+    "rtl_frames": bench_rtl_frames,
     "hls": bench_hls,
 }
 
