@@ -79,10 +79,11 @@ BOARDS: dict[str, Board] = {
             lut=117_120,
             ff=234_240,
             uram=64,
-            # weight_depth 256: 256 tiles of 32x32 bytes (256 KiB) leave block RAM for the rest of
-            # the top; the default 1024 (1 MiB) took 250 of the K26's 144 BRAM36 (yosys estimate)
+            # weight_depth 512: a 32x32 tile is one 8192-bit word, 114 BRAM36 wide in their
+            # 512 x 72 shape, so 512 tiles (512 KiB) cost what 256 do (136 of the K26's 144 BRAM36
+            # for the top, yosys estimate); the default 1024 took 250
             engine=EngineConfig(pe_ci=32, pe_co=32, dw_lanes=32, clock_mhz=250.0, max_channels=4096,
-                                weight_depth=256),
+                                weight_depth=512),
             # DDR4-2400, 64 bits: 19.2 GB/s peak
             ddr_gbps=9.6,
         ),
