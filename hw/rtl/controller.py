@@ -422,8 +422,7 @@ class Engine(wiring.Component):
         lanes = data.ArrayLayout(signed(cfg.acc_bits), cfg.pe_co)
         x_r = Signal(data.ArrayLayout(signed(9), cfg.pe_ci))   # stage 1: the group's activations
         dot = Signal(lanes)                                    # stage 2: row . columns per output lane
-        acc = Signal(lanes)
-        res = Signal(lanes)                                    # a finished output group, draining
+        acc = Signal(lanes)                                    # held while its group drains
         draining, dv_r = Signal(), Signal()
         d, d_r = Signal(range(cfg.pe_co)), Signal(range(cfg.pe_co))
         pos_tile = Signal(range(cfg.weight_depth + 1))
@@ -776,11 +775,10 @@ class Engine(wiring.Component):
                         total = Signal(signed(cfg.acc_bits), name=f"total{r}")
                         m.d.comb += total.eq(Mux(first2, 0, acc[r]) + dot[r])
                         m.d.sync += acc[r].eq(total)
-                        with m.If(last2):
-                            m.d.sync += res[r].eq(total)
                     with m.If(last2):
                         m.d.sync += [draining.eq(1), d.eq(0)]
-                # drain: channel co_base + d of the finished group into requant
+                # drain: channel co_base + d of the finished group into requant (issuing waits,
+                # so acc holds the group until the next group's first accumulate)
                 m.d.comb += rq_rd.addr.eq(co_base + d)
                 m.d.sync += [dv_r.eq(draining), d_r.eq(d)]
                 with m.If(draining):
@@ -791,7 +789,7 @@ class Engine(wiring.Component):
                     with m.Else():
                         m.d.sync += d.eq(d + 1)
                 rq = data.View(rq_layout, rq_rd.data)
-                m.d.comb += [requant.i.payload[0].acc.eq(res[d_r]), requant.i.payload[0].requant.bias.eq(rq.bias),
+                m.d.comb += [requant.i.payload[0].acc.eq(acc[d_r]), requant.i.payload[0].requant.bias.eq(rq.bias),
                              requant.i.payload[0].requant.m.eq(rq.m), requant.i.payload[0].requant.s.eq(rq.s),
                              requant.i.valid.eq(dv_r)]
                 m.d.comb += [b_wr.addr.eq(co_o), b_wr.data.eq(requant.o.payload[0][:8]),
