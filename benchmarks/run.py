@@ -440,10 +440,14 @@ def _rtl_frame(graph, image, board_name: str = "ultra96v2") -> dict:
     """One frame of ``graph`` on ``image`` through the driver on SimDevice ``rtl`` (the
     Verilator model of the accelerator top for the board's engine, behind the sim.bridge child
     process), after the model is built (cached) and started: wall times, the RTL's own
-    counters, the cycle model's prediction and the simulation rate."""
+    counters, the cycle model's prediction, the simulation rate, and whether every output
+    integer equals the integer reference's (``bit_exact``, ``np.array_equal`` per head)."""
     import tempfile
 
+    import numpy as np
+
     from convforge.hw.boards import get_board
+    from convforge.models.quant.executor import run_qgraph
     from convforge.sw.runtime.session import open_session
 
     board = get_board(board_name)
@@ -457,7 +461,10 @@ def _rtl_frame(graph, image, board_name: str = "ultra96v2") -> dict:
         t_frame, simulated = time.perf_counter() - t, sim.cycle - c0
         session.accel.device.close()
     prog = session.accel.program
-    return {"backend": "rtl", "board": board.name, "input": list(image.shape[:2]), "frames": 1,
+    want = run_qgraph(graph, image)
+    exact = {head: bool(np.array_equal(frame.outputs[head], want[head][0].numpy())) for head in frame.outputs}
+    return {"bit_exact": all(exact.values()), "bit_exact_heads": exact,
+            "backend": "rtl", "board": board.name, "input": list(image.shape[:2]), "frames": 1,
             "descriptors": prog.n_descriptors, "buffer_bytes": prog.buffer_bytes,
             "open_s": t_open, "driver_s_per_frame": t_frame, "driver_fps": 1.0 / t_frame,
             "rtl_cycles_per_frame": frame.counters["cycles"], "predicted_cycles_per_frame": prog.cycles.get("cycles"),
@@ -526,7 +533,8 @@ def bench_rtl_frames(frames: tuple[str, ...] = ("trees", "a")) -> dict:
         print(f"  {name} {row['input']}: {cycles} RTL cycles ({row['fps']:.2f} FPS at {engine.clock_mhz:g} MHz, "
               f"MAC utilisation {row['mac_utilisation']:.2%}); cycle model {predicted} "
               f"({row['cycle_model_error']:+.0%}); {row['simulated_cycles_per_s']:.0f} simulated cycles/s, "
-              f"{row['driver_s_per_frame'] / 60:.1f} min", flush=True)  # fmt: skip
+              f"{row['driver_s_per_frame'] / 60:.1f} min; bit-exact with the integer reference: "
+              f"{row['bit_exact']}", flush=True)  # fmt: skip
         _merge_results({"rtl_frames": {name: row}})
     return rows
 
