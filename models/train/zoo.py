@@ -130,10 +130,9 @@ def ship_model(
     Returns:
         ``(checkpoint path, QGraph .json path)``.
     """
-
     from convforge.models.quant.export import export_qgraph
     from convforge.models.quant.qgraph import QGraph
-    from convforge.models.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from convforge.models.train.checkpoint import load_checkpoint, load_state, model_from_checkpoint, save_checkpoint
 
     run_dir = Path(run_dir)
     dest = Path(dest) if dest is not None else zoo_dir()
@@ -142,10 +141,11 @@ def ship_model(
     doc = {k: v for k, v in doc.items() if k not in ("format", "version", "optimizer")}
     if compact:
         doc.pop("float_state_dict", None)
-        params = {n for n, p in model_from_checkpoint(doc, run_dir / "model.pt").named_parameters() if p.dim() >= 2}
+        model = model_from_checkpoint(doc, run_dir / "model.pt").eval()
+        params = {n for n, p in model.named_parameters() if p.dim() >= 2}
         doc["state_dict"] = {k: v.half() if k in params and v.is_floating_point() else v
                              for k, v in doc["state_dict"].items()}
-        model = model_from_checkpoint(doc, run_dir / "model.pt").eval()
+        load_state(model, doc["state_dict"], run_dir / "model.pt")  # the rounded weights
         _, height, width = graph.tensors[graph.input].shape
         graph = export_qgraph(model, (height, width), dict(graph.meta))
     json_path, _ = graph.save(dest / name)
