@@ -539,6 +539,51 @@ def bench_rtl_frames(frames: tuple[str, ...] = ("trees", "a")) -> dict:
     return rows
 
 
+def bench_cycle_model(size: int = 32, board_name: str = "ultra96v2") -> dict:
+    """The cycle model against the RTL, layer by layer (issue 8's calibration): the CoDeNet tree
+    model exported at ``size`` x ``size`` on a held-out view, compiled for the board's engine,
+    every descriptor simulated alone on the buffer its frame gives it
+    (:func:`convforge.sim.regress_accel.measure_descriptors`, no AXI pauses). Records per
+    opcode the layers and the largest model error, the frame's error, the simulation rate, and
+    the layers beyond 10 % (deformable ones: their maps decide which taps the RTL skips).
+    Recorded under ``cycle_model``; a few minutes (Verilator build cached)."""
+    from convforge.hw.boards import get_board
+    from convforge.models.data import get_dataset
+    from convforge.models.quant.export import export_qgraph
+    from convforge.models.train.checkpoint import load_checkpoint
+    from convforge.models.train.inference import qat_model
+    from convforge.models.train.zoo import CODENET_NAME, get_model
+    from convforge.sim.regress_accel import cycle_model_errors, measure_descriptors
+    from convforge.sw.compiler import compile
+
+    engine = get_board(board_name).engine
+    path = get_model(CODENET_NAME).checkpoint
+    graph = export_qgraph(qat_model(load_checkpoint(path), path).eval(), (size, size))
+    image = get_dataset("trees:test", input_size=size)[0].image
+    program = compile(graph, engine, reuse_buffers=False)
+    t = time.perf_counter()
+    rows = cycle_model_errors(engine, measure_descriptors(engine, program, image))
+    seconds = time.perf_counter() - t
+    by_op: dict[str, dict] = {}
+    for r in rows:
+        o = by_op.setdefault(r["opcode"], {"layers": 0, "rtl_cycles": 0, "model_cycles": 0, "max_abs_error": 0.0})
+        o["layers"] += 1
+        o["rtl_cycles"] += r["cycles"]
+        o["model_cycles"] += r["model"]
+        o["max_abs_error"] = max(o["max_abs_error"], abs(r["error"]))
+    rtl, model = sum(r["cycles"] for r in rows), sum(r["model"] for r in rows)
+    row = {"model": path.stem, "board": board_name, "input": [size, size], "descriptors": len(rows),
+           "rtl_cycles": rtl, "model_cycles": model, "frame_error": model / rtl - 1, "by_opcode": by_op,
+           "beyond_10_percent": [{k: r[k] for k in ("index", "opcode", "cycles", "model", "error")}
+                                 for r in rows if abs(r["error"]) > 0.10],
+           "simulated_cycles_per_s": rtl / seconds, "sim_s": seconds}
+    print(f"  {path.stem} {size}x{size} on {board_name}: {len(rows)} layers, RTL {rtl} cycles, model {model} "
+          f"({row['frame_error']:+.2%}); worst per opcode: "
+          + ", ".join(f"{k} {v['max_abs_error']:.1%}" for k, v in sorted(by_op.items())), flush=True)
+    _merge_results({"cycle_model": row})
+    return row
+
+
 def bench_hls() -> dict:
     """hls4ml C-simulation times per layer kind and for the shipped model (benchmarks/hls_bench.py;
     also recorded under "hls" in benchmarks/results.json)."""
@@ -561,6 +606,7 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "emulator": bench_emulator,
     "driver": bench_driver,
     "rtl_frames": bench_rtl_frames,
+    "cycle_model": bench_cycle_model,
     "hls": bench_hls,
 }
 

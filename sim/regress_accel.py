@@ -404,6 +404,63 @@ def run_compiled(cfg: EngineConfig, program: Program, image_hwc: np.ndarray, *, 
     return run
 
 
+def measure_descriptors(cfg: EngineConfig, program: Program, image_hwc: np.ndarray, *, seed: int = 0,
+                        max_cycles: int = 50_000_000) -> list[dict[str, Any]]:
+    """RTL cycles of every descriptor of ``program`` on ``image_hwc``, one at a time.
+
+    The emulator runs the frame first; then each descriptor runs alone (followed by END) on
+    the buffer the emulator left, in program order and in one simulation (so a fused
+    chain's scratchpad holds what that descriptor reads), without AXI pauses. A
+    descriptor's cycles are its run's CYCLES counter minus that of an END-only run, so the
+    figures add up to the whole frame's cycles. The Program must be compiled with
+    ``reuse_buffers=False`` (every input still in place at the end).
+
+    Returns:
+        per descriptor before END: ``{"index", "opcode" (name), "cycles", "descriptor"}``
+        (``descriptor``: the decoded fields).
+
+    Raises:
+        ValueError: the Program reuses buffers.
+        SimulationError: the build or the testbench failed, or a run ended with an error.
+    """
+    from convforge.errors import SimulationError  # noqa: PLC0415
+
+    if program.meta.get("reuse_buffers", True):
+        raise ValueError("measure_descriptors needs a Program compiled with reuse_buffers=False")
+    mem = program.new_buffer()
+    program.place_image(mem, image_hwc)
+    n, po = program.n_descriptors, program.program_offset
+    Emulator(cfg).run(mem, po, n)
+    words = program.image[po:po + n * DESCRIPTOR_BYTES].reshape(n, DESCRIPTOR_BYTES)
+    runs = []
+    for i in range(n):           # descriptor i then END; the last run is END alone
+        img = mem.copy()
+        img[po:po + DESCRIPTOR_BYTES] = words[i]
+        img[po + DESCRIPTOR_BYTES:po + 2 * DESCRIPTOR_BYTES] = words[n - 1]
+        runs.append(EngineRun(f"descriptor{i}", img, 2 if i < n - 1 else 1, prog_offset=po))
+    run_engine(cfg, runs, seed=seed, pause_prob=0.0, max_cycles=max_cycles)
+    failed = [r.name for r in runs if not r.result.get("finished") or r.result.get("error_code")]
+    if failed:
+        raise SimulationError(f"descriptor runs did not end cleanly: {failed[:5]}")
+    end = runs[-1].result["cycles"]
+    records = decode(cfg, program.image, n)
+    return [{"index": i, "opcode": Opcode(records[i]["opcode"]).name, "cycles": int(r.result["cycles"]) - end,
+             "descriptor": records[i]} for i, r in enumerate(runs[:-1])]
+
+
+def cycle_model_errors(cfg: EngineConfig, measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cycle model (:func:`convforge.sw.runtime.cycles.descriptor_figures`) beside each
+    of :func:`measure_descriptors`' figures: adds ``"model"`` (cycles) and ``"error"``
+    (``model / rtl - 1``) to a copy of each record."""
+    from convforge.sw.runtime.cycles import descriptor_figures  # noqa: PLC0415
+
+    out = []
+    for m in measured:
+        model = descriptor_figures(m["descriptor"], cfg)["cycles"]
+        out.append({**m, "model": model, "error": model / m["cycles"] - 1})
+    return out
+
+
 def check_compiled(graph: Any, program: Program, image_hwc: np.ndarray, run: EngineRun) -> tuple[int, list[str]]:
     """Every tensor of ``graph`` in DDR (all but the intermediates of fused chains, which
     exist only in the on-chip scratchpad) read back from the RTL's buffer against the integer

@@ -190,12 +190,12 @@ MODEL_UNITS = {"pe_array": "pointwise", "depthwise": "depthwise", "pool": "pool"
 class EmulatorBackend:
     """Runs a frame with the NumPy emulator of the Program (``emu`` backend).
 
-    Counters come from the emulator's cycle model (:mod:`convforge.sw.runtime.cycles`),
-    per executed descriptor: ``cycles`` add to the frame and to the busy counter of the
-    descriptor's unit, ``dma_cycles`` to the DMA busy counter; of its ``ddr_bytes``, the
-    bytes of the ``dst`` operand (:func:`convforge.sw.runtime.cycles.operand_bytes`, the
-    model's own formula) are writes and the rest (inputs, weights, tables, the
-    descriptor fetch) reads.
+    Counters come from the emulator's cycle model (:mod:`convforge.sw.runtime.cycles`,
+    calibrated to the RTL engine), per executed descriptor: ``cycles`` add to the frame,
+    ``cycles - fetch_cycles`` to the busy counter of the descriptor's unit (the RTL counts a
+    unit busy while its descriptor executes), ``dma_cycles`` to the DMA busy counter, and
+    ``ddr_read_bytes`` / ``ddr_write_bytes`` to the DMA byte counters (whole read beats,
+    strobed write bytes: what the RTL's DMA_RD_BYTES / DMA_WR_BYTES count).
     """
 
     def __init__(self, engine: EngineConfig, ddr_gbps: float | None = None) -> None:
@@ -211,17 +211,12 @@ class EmulatorBackend:
         except EmulatorFault as fault:
             # The emulator's fault codes are the register map's ErrorCode (one definition).
             return FrameResult(error_code=int(csr.ErrorCode(fault.code)), error_index=int(fault.index))
-        from convforge.sw.runtime.cycles import operand_bytes
-
-        # The descriptors the emulator just decoded (cached by their bytes, so no second decode).
-        descs = self.emulator._decode(memory, program_offset, n_descriptors)
-        beat = self.emulator.config.axi_data_bits // 8
         busy = dict.fromkeys(BUSY_COUNTERS, 0)
-        written = 0
-        for d, fig in zip(descs, stats.per_descriptor, strict=False):
+        for fig in stats.per_descriptor:
             if fig["unit"] in MODEL_UNITS:
-                busy[MODEL_UNITS[fig["unit"]]] += int(fig["cycles"])
+                busy[MODEL_UNITS[fig["unit"]]] += int(fig["cycles"]) - int(fig["fetch_cycles"])
             busy["dma"] += int(fig["dma_cycles"])
-            written += operand_bytes(d["dst"], int(d["out_height"]), int(d["out_width"]), int(d["out_channels"]), beat)
-        return FrameResult(cycles=int(stats.cycles), busy_cycles=busy, ddr_read_bytes=int(stats.ddr_bytes) - written,
+        read = sum(int(f["ddr_read_bytes"]) for f in stats.per_descriptor)
+        written = sum(int(f["ddr_write_bytes"]) for f in stats.per_descriptor)
+        return FrameResult(cycles=int(stats.cycles), busy_cycles=busy, ddr_read_bytes=read,
                            ddr_write_bytes=written)  # fmt: skip

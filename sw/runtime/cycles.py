@@ -1,150 +1,241 @@
-"""Cycle model: predicted cycles of each descriptor and of a whole frame.
+"""Cycle model: predicted cycles of each descriptor and of a whole frame, calibrated to the
+RTL engine (:class:`convforge.hw.rtl.controller.Engine`).
 
-Per descriptor (one layer pass on one unit) the model adds
+The engine executes one descriptor at a time and one operand move at a time, so the model
+walks its controller's states and adds them up (nothing overlaps). Per descriptor:
 
-* **compute** cycles of the unit, from the figures the RTL states
-  (:func:`convforge.hw.rtl.pe_array.cycles_per_pixel`, the depthwise unit's
-  ``CYCLES_PER_OUTPUT``, the max pool's ``k*k`` taps per output, one add per vector, and
-  each unit's pipeline ``LATENCY``);
-* **DMA** cycles: the bytes the pass moves (whole 128-bit beats per pixel run, weights and
-  tables, maps re-read per channel group) over ``min(AXI bytes/cycle, DDR bytes/cycle)``;
-* operands whose view has the ``onchip`` flag (a fused chain's intermediates in the fusion
-  scratchpad) move no DDR bytes: they are counted as ``scratch_bytes`` over the
-  scratchpad's own port (one AXI beat wide per cycle), which runs beside the DDR port,
-  so the transfer time is ``max(DDR time, scratchpad time)``;
-* and overlaps them with ping-pong buffers: ``max(compute, dma) + min(compute, dma) /
-  bands`` (the first band's load and the last band's store are not hidden), plus a fixed
-  cost per descriptor (fetch and decode).
+* **fetch** (``FETCH``/``FETCH_DATA``, then ``DECODE``, ``DIV``, ``CHECK``, ``BARRIER``):
+  the read latency, :data:`DESCRIPTOR_BYTES` bytes at one byte per cycle plus one bubble per
+  AXI beat after the first, ``max(ceil(k*k*C_in/pe_ci), ceil(C_out/pe_co)) + 1`` cycles of
+  division and :attr:`CycleCoefficients.descriptor_overhead` control cycles;
+* **spans** (``ADDR``, ``RCMD``/``WCMD``, ``RDATA``/``WDATA``): each operand's channel vector
+  of one pixel (or one tap) is one span of ``(C-1)*channel_stride + 1`` bytes, moved at one
+  byte per cycle after :data:`SPAN_SETUP_CYCLES` cycles of set-up, plus the read latency
+  (:attr:`CycleCoefficients.read_latency`) on DDR reads, :data:`SCRATCH_READ_LATENCY` on
+  scratchpad reads, and :data:`BEAT_BUBBLE_CYCLES` per AXI beat after the first (the beat
+  count follows the span's byte address, so alignment is exact); table loads (weights,
+  requant words, depthwise words) are one read span each;
+* **steps** (``SEQ``): one cycle per tap and per phase of each output pixel;
+* **compute**: PE layers issue ``ceil(k*k*C_in/pe_ci)`` cycles per output group, then
+  :data:`MAC_PIPELINE_CYCLES` of pipeline and one drain cycle per channel, plus
+  :data:`REQUANT_TAIL_CYCLES` per pixel; padded taps zero-fill ``C_in`` cycles; depthwise
+  layers clear and requant ``C`` accumulators per pixel (``2*C`` cycles plus the tail).
 
-Every coefficient is a field of :class:`CycleCoefficients`, so the accelerator issue can fit
-them to RTL-measured cycles. This module works on decoded descriptor fields (a dict of the
-:func:`convforge.hw.layouts.descriptor_layout` fields), so the compiler and the emulator
-predict from the very same words the hardware reads.
+Deformable layers depend on their maps: a square layer's taps at or beyond the border are
+skipped, so the model assumes the dilation :attr:`CycleCoefficients.square_dilation` for
+all pixels; a bilinear layer skips neighbours with a zero weight, and the model assumes every
+neighbour of the undeformed tap is used. Every other descriptor depends on its fields only.
+
+Measured against the RTL (Verilator, cocotbext-axi ``AxiRam`` without pauses, every
+descriptor run alone on the buffer it sees in its frame; ``tests/sim/test_accel.py``):
+every non-deformable layer within 3 %, and ``benchmarks/results.json`` ``cycle_model``.
+
+The DDR port is never the bound of this engine (at most one byte per cycle); a board whose
+DDR delivers less than that (``ddr_gbps``) bounds the span cycles from below.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from convforge.hw.config import EngineConfig
 from convforge.hw.layouts import DESCRIPTOR_BYTES, Opcode, weight_tile_bytes
-from convforge.hw.rtl import depthwise as dw_rtl
-from convforge.hw.rtl import pe_array as pe_rtl
-from convforge.hw.rtl import pool_add as pool_rtl
+from convforge.hw.rtl.requant import LATENCY as REQUANT_LATENCY
 
 #: Default DDR bandwidth in GB/s when no board is given (the Ultra96-V2 profile's figure).
 DEFAULT_DDR_GBPS = 4.2
+#: ``ADDR`` + ``RCMD``/``WCMD``: cycles before a span's data state.
+SPAN_SETUP_CYCLES = 2
+#: Cycles lost per AXI beat after a span's first (the DMA holds one beat; it accepts the
+#: next the cycle after the last byte of the previous leaves).
+BEAT_BUBBLE_CYCLES = 1
+#: The scratchpad's synchronous read port: one cycle before a span's first byte.
+SCRATCH_READ_LATENCY = 1
+#: PE array: cycles from an output group's last issue to its first drain (2 pipeline stages).
+MAC_PIPELINE_CYCLES = 2
+#: Per output pixel after the last drain: the requant pipeline, its last result into B,
+#: and the check that all C_out results are in.
+REQUANT_TAIL_CYCLES = REQUANT_LATENCY + 2
+#: ``SEQ`` visits per output pixel besides the taps: COPY 3, ADD 4, max pool and PE layers
+#: 3 (end of taps, MAC, store, next pixel: one of them is the MAC entry), depthwise 4 plus
+#: one at the end of the taps.
+_STEPS = {Opcode.COPY: 3, Opcode.ADD: 4, Opcode.MAXPOOL: 3, Opcode.CONV_PW: 4, Opcode.CONV_KXK: 4}
+_DW_OPS = (Opcode.DW_REGULAR, Opcode.DW_SQUARE, Opcode.DW_BILINEAR)
 
 
 @dataclass(frozen=True)
 class CycleCoefficients:
-    """Calibration knobs of the model (defaults: the RTL's stated figures, no fitting yet).
+    """Calibration knobs of the model (defaults: fitted to the RTL in simulation).
 
     Attributes:
-        descriptor_overhead: cycles to fetch and decode one descriptor
-            (``DESCRIPTOR_BYTES`` over the bus plus a few control cycles).
-        dma_efficiency: fraction of the bus/DDR bandwidth a strided transfer reaches.
-        compute_scale: multiplies every unit's compute cycles (stalls not modelled).
-        wide_weight_passes: an 8-bit-weight PE layer on a ``w_bits``-wide array takes
-            ``ceil(w_bits_layer / cfg.w_bits)`` passes per tile when True.
+        read_latency: cycles from a read span's command to its first byte. 4 with
+            cocotbext-axi's ``AxiRam`` (measured); a Zynq PS DDR port adds its own latency
+            (tens of cycles), so raise it to predict a board.
+        descriptor_overhead: control cycles of a descriptor besides its fetch and division
+            (``FETCH`` command, ``DECODE``, ``CHECK``, ``BARRIER``; measured: 7).
+        square_dilation: the dilation a square-deformable layer's map is assumed to give
+            every pixel (the hardware skips taps outside the image; 1 matched the shipped
+            CoDeNet model's layers within 6 % at 32x32).
     """
 
-    descriptor_overhead: int = 32
-    dma_efficiency: float = 1.0
-    compute_scale: float = 1.0
-    wide_weight_passes: bool = True
+    read_latency: int = 4
+    descriptor_overhead: int = 7
+    square_dilation: int = 1
 
 
-def _beats_per_pixel(channels: int, channel_stride: int, beat: int) -> int:
-    span = (channels - 1) * max(channel_stride, 1) + 1 if channels > 0 else 0
-    return -(-span // beat)
+class _Spans:
+    """Accumulates span cycles and DDR bytes of one descriptor."""
+
+    def __init__(self, beat: int, coeff: CycleCoefficients) -> None:
+        self.beat, self.coeff = beat, coeff
+        self.cycles = 0
+        self.read_bytes = 0         # whole R beats, as the RTL's DMA_RD_BYTES counts them
+        self.write_bytes = 0        # strobed bytes, as DMA_WR_BYTES counts them
+        self.scratch_bytes = 0
+
+    def move(self, view: dict[str, Any], ys: np.ndarray, xs: np.ndarray, channels: int, write: bool = False) -> None:
+        """One span per pixel of ``ys x xs`` (rows, columns of the view's logical image)."""
+        if ys.size == 0 or xs.size == 0 or channels <= 0:
+            return
+        span = (channels - 1) * int(view.get("channel_stride", 1) or 1) + 1
+        n = ys.size * xs.size
+        if int(view.get("onchip", 0)):
+            self.cycles += n * (SPAN_SETUP_CYCLES + span + (0 if write else SCRATCH_READ_LATENCY))
+            self.scratch_bytes += n * channels
+            return
+        up = int(view.get("upsample", 0))
+        start = int(view.get("offset", 0)) + int(view.get("channel_offset", 0))
+        lead = (start + (ys >> up)[:, None] * int(view.get("row_stride", 0))
+                + (xs >> up)[None, :] * int(view.get("pixel_stride", 0))) % self.beat
+        beats = int(((lead + span + self.beat - 1) // self.beat).sum())
+        self.cycles += n * (SPAN_SETUP_CYCLES + span) + (beats - n) * BEAT_BUBBLE_CYCLES
+        if write:
+            self.write_bytes += n * channels
+        else:
+            self.cycles += n * self.coeff.read_latency
+            self.read_bytes += beats * self.beat
+
+    def table(self, nbytes: int) -> None:
+        """A table load (weights, requant or depthwise words): one read span from an aligned start."""
+        beats = -(-nbytes // self.beat)
+        self.cycles += 1 + self.coeff.read_latency + nbytes + (beats - 1) * BEAT_BUBBLE_CYCLES
+        self.read_bytes += beats * self.beat
 
 
-def operand_bytes(view: dict[str, Any], height: int, width: int, channels: int, beat: int) -> int:
-    """Bytes a DMA moves for one operand over its stored pixels: a row of pixels narrower
-    than a beat is one contiguous burst of whole beats; wider pixels move the whole beats
-    their channel run spans."""
-    if view.get("upsample"):
-        height, width = (height + 1) // 2, (width + 1) // 2
-    pixel_stride = int(view.get("pixel_stride", 0))
-    if 0 < pixel_stride <= beat:
-        return height * -(-width * pixel_stride // beat) * beat
-    return height * width * _beats_per_pixel(channels, view.get("channel_stride", 1), beat) * beat
+def _taps(out: int, stride: int, first: int, step: int, size: int) -> np.ndarray:
+    """Input coordinates ``o*stride + first + step`` of outputs ``0..out-1`` inside ``[0, size)``."""
+    pos = np.arange(out) * stride + first + step
+    return pos[(pos >= 0) & (pos < size)]
 
 
 def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = DEFAULT_DDR_GBPS,
                        coeff: CycleCoefficients = CycleCoefficients()) -> dict[str, Any]:
-    """Predicted figures of one descriptor.
+    """Predicted figures of one descriptor on the RTL engine (see the module docstring).
 
     Args:
-        d: decoded descriptor fields (nested ``src``/``src2``/``dst`` dicts).
+        d: decoded descriptor fields (nested ``src``/``src2``/``dst`` dicts), as the
+            emulator decodes them or the compiler records them.
         cfg: the engine.
-        ddr_gbps: sustained DDR bandwidth in GB/s (board profile ``ddr_gbps``).
+        ddr_gbps: sustained DDR bandwidth in GB/s (board profile ``ddr_gbps``): a lower bound
+            on the span cycles.
+        coeff: calibration knobs.
 
     Returns:
-        ``{"unit", "compute_cycles", "dma_cycles", "cycles", "ddr_bytes", "scratch_bytes",
-        "macs"}``; ``dma_cycles`` = the larger of DDR bytes over the DDR rate and scratchpad
-        bytes over one beat per cycle (separate ports).
+        ``{"unit", "cycles", "compute_cycles", "dma_cycles", "fetch_cycles", "ddr_bytes",
+        "ddr_read_bytes", "ddr_write_bytes", "scratch_bytes", "macs"}``: ``cycles`` =
+        fetch + spans (``dma_cycles``) + the rest (``compute_cycles``: steps, MAC issue and
+        drain, zero fill, accumulator clear and requant); bytes as the RTL's DMA counters
+        count them (whole beats read, strobed bytes written); ``macs`` of the layer.
     """
     op = Opcode(int(d["opcode"]))
     beat = cfg.axi_data_bits // 8
     ci, co = int(d["in_channels"]), int(d["out_channels"])
-    hi_, wi = int(d["in_height"]), int(d["in_width"])
+    hi, wi = int(d["in_height"]), int(d["in_width"])
     ho, wo = int(d["out_height"]), int(d["out_width"])
-    k = int(d["kernel"]) or 1
-    bands = max(1, math.ceil(ho / max(1, int(d["tile_rows"]) or ho or 1))) if ho else 1
-    src_bytes = operand_bytes(d["src"], hi_, wi, ci, beat) if op != Opcode.END else 0
-    dst_bytes = operand_bytes(d["dst"], ho, wo, co, beat) if op != Opcode.END else 0
-    scratch = 0
-    if d["src"].get("onchip"):
-        scratch, src_bytes = scratch + src_bytes, 0
-    if d["dst"].get("onchip"):
-        scratch, dst_bytes = scratch + dst_bytes, 0
-    other = 0
+    k, st, pad = int(d["kernel"]), int(d["stride"]), int(d.get("pad", 0))
+    dil = int(d.get("dilation", 1)) if op in (Opcode.CONV_PW, Opcode.CONV_KXK, Opcode.DW_REGULAR,
+                                              Opcode.DW_BILINEAR) else 1
+    if op == Opcode.END:
+        return {"unit": "controller", "cycles": 0, "compute_cycles": 0, "dma_cycles": 0, "fetch_cycles": 0,
+                "ddr_bytes": 0, "ddr_read_bytes": 0, "ddr_write_bytes": 0, "scratch_bytes": 0, "macs": 0}
+    cig, cog = -(-k * k * ci // cfg.pe_ci), -(-co // cfg.pe_co)
+    fetch = (coeff.read_latency + DESCRIPTOR_BYTES + (DESCRIPTOR_BYTES // beat - 1) * BEAT_BUBBLE_CYCLES
+             + coeff.descriptor_overhead)
+    compute = max(cig, cog) + 1                      # DIV
+    s = _Spans(beat, coeff)
+    src, src2, dst = d["src"], d["src2"], d["dst"]
+    oy, ox = np.arange(ho), np.arange(wo)
+    npx = ho * wo
     macs = 0
-    if op in (Opcode.CONV_PW, Opcode.CONV_KXK):
-        unit = "pe_array"
-        ci_eff = k * k * ci
-        passes = math.ceil(int(d["w_bits"]) / cfg.w_bits) if coeff.wide_weight_passes else 1
-        compute = ho * wo * pe_rtl.cycles_per_pixel(ci_eff, co, cfg) * passes + pe_rtl.LATENCY
-        tiles = math.ceil(ci_eff / cfg.pe_ci) * math.ceil(co / cfg.pe_co)
-        other = tiles * weight_tile_bytes(cfg, int(d["w_bits"])) + co * 8
-        compute += tiles  # weight tiles load one per cycle before the first pixel
-        macs = ho * wo * ci_eff * co
-    elif op in (Opcode.DW_REGULAR, Opcode.DW_SQUARE, Opcode.DW_BILINEAR):
-        unit = "depthwise"
-        mode = {Opcode.DW_REGULAR: "regular", Opcode.DW_SQUARE: "square", Opcode.DW_BILINEAR: "bilinear"}[op]
-        groups = math.ceil(co / cfg.dw_lanes)
-        per_group = max(ho * wo * dw_rtl.CYCLES_PER_OUTPUT[mode], hi_ * wi) + cfg.dw_lanes + dw_rtl.LATENCY + 1
-        compute = groups * per_group
-        other = co * 16
-        if op != Opcode.DW_REGULAR:
-            map_ch = 1 if op == Opcode.DW_SQUARE else 18
-            other += groups * operand_bytes(d["src2"], ho, wo, map_ch, beat)
-        macs = ho * wo * co * 9
-    elif op == Opcode.MAXPOOL:
-        unit = "pool"
-        groups = math.ceil(co / cfg.dw_lanes)
-        compute = groups * (hi_ * wi + ho * wo * k * k + pool_rtl.MAXPOOL_LATENCY)
+    if op == Opcode.COPY:
+        unit = "dma"
+        iy, ix = np.arange(hi), np.arange(wi)
+        s.move(src, iy, ix, ci)
+        s.move(dst, iy, ix, ci, write=True)
+        compute += _STEPS[op] * hi * wi
     elif op == Opcode.ADD:
         unit = "add"
-        compute = ho * wo * math.ceil(co / cfg.dw_lanes) + pool_rtl.ADD_LATENCY
-        other = operand_bytes(d["src2"], ho, wo, co, beat)
-    elif op == Opcode.COPY:
-        unit = "dma"
-        compute = 0
+        s.move(src, oy, ox, ci)
+        s.move(src2, oy, ox, co)
+        s.move(dst, oy, ox, co, write=True)
+        compute += _STEPS[op] * npx
+    elif op in (Opcode.MAXPOOL, Opcode.CONV_PW, Opcode.CONV_KXK):
+        padded = 0
+        for i in range(k):
+            ty = _taps(ho, st, -pad, i * dil, hi)
+            for j in range(k):
+                tx = _taps(wo, st, -pad, j * dil, wi)
+                s.move(src, ty, tx, ci)
+                padded += npx - ty.size * tx.size
+        compute += (k * k + _STEPS[op]) * npx
+        if op == Opcode.MAXPOOL:
+            unit = "pool"
+            s.move(dst, oy, ox, ci, write=True)
+        else:
+            unit = "pe_array"
+            per_pixel = sum(cig + MAC_PIPELINE_CYCLES + min(cfg.pe_co, co - g * cfg.pe_co) for g in range(cog))
+            compute += padded * ci + npx * (per_pixel + REQUANT_TAIL_CYCLES)
+            s.move(dst, oy, ox, co, write=True)
+            s.table(cig * cog * weight_tile_bytes(cfg, int(d["w_bits"])))
+            s.table(co * 8)
+            macs = npx * k * k * ci * co
     else:
-        unit = "controller"
-        compute, src_bytes, dst_bytes = 0, 0, 0
-    ddr_bytes = src_bytes + dst_bytes + other + DESCRIPTOR_BYTES
-    bytes_per_cycle = min(beat, ddr_gbps * 1e3 / cfg.clock_mhz) * coeff.dma_efficiency
-    dma = math.ceil(max(ddr_bytes / bytes_per_cycle, scratch / beat))
-    compute = math.ceil(compute * coeff.compute_scale)
-    cycles = max(compute, dma) + math.ceil(min(compute, dma) / bands) + coeff.descriptor_overhead
-    return {"unit": unit, "compute_cycles": compute, "dma_cycles": dma, "cycles": cycles,
-            "ddr_bytes": ddr_bytes, "scratch_bytes": scratch, "macs": macs}
+        unit = "depthwise"
+        band = int(d.get("band_top", 0))
+        s.table(ci * 16)
+        compute += npx * (2 * ci + REQUANT_TAIL_CYCLES + 4)      # clear, requant, 4 steps
+        if op == Opcode.DW_REGULAR:
+            compute += 10 * npx                                    # 9 taps + end of taps
+            for i in range(3):
+                for j in range(3):
+                    s.move(src, _taps(ho, st, band - pad, i * dil, hi), _taps(wo, st, -pad, j * dil, wi), ci)
+        elif op == Opcode.DW_SQUARE:
+            dd = coeff.square_dilation
+            compute += 10 * npx
+            s.move(src2, oy, ox, 1)
+            for i in range(3):
+                for j in range(3):
+                    s.move(src, _taps(ho, st, band - dd, i * dd, hi), _taps(wo, st, -dd, j * dd, wi), ci)
+        else:
+            compute += 37 * npx                                    # 36 neighbours + end of taps
+            s.move(src2, oy, ox, 18)
+            for i in range(3):
+                for j in range(3):
+                    for ny in range(2):
+                        for nx in range(2):
+                            s.move(src, _taps(ho, st, ny - pad, i * dil, hi), _taps(wo, st, nx - pad, j * dil, wi), ci)
+        s.move(dst, oy, ox, co, write=True)
+        macs = npx * co * 9
+    ddr_bytes = s.read_bytes + s.write_bytes + DESCRIPTOR_BYTES
+    bytes_per_cycle = min(beat, ddr_gbps * 1e3 / cfg.clock_mhz)
+    dma = max(s.cycles, int(np.ceil(ddr_bytes / bytes_per_cycle)))
+    return {"unit": unit, "cycles": int(fetch + dma + compute), "compute_cycles": int(compute),
+            "dma_cycles": int(dma), "fetch_cycles": int(fetch), "ddr_bytes": int(ddr_bytes),
+            "ddr_read_bytes": int(s.read_bytes + DESCRIPTOR_BYTES), "ddr_write_bytes": int(s.write_bytes),
+            "scratch_bytes": int(s.scratch_bytes), "macs": int(macs)}
 
 
 def frame_figures(per_descriptor: list[dict[str, Any]], cfg: EngineConfig) -> dict[str, Any]:

@@ -1,47 +1,90 @@
-"""The cycle model: unit figures from the RTL, DMA at the board's bandwidth, ping-pong overlap."""
+"""The cycle model of the RTL engine: its terms follow the controller's states (the
+comparison with RTL-measured cycles is in tests/sim/test_accel.py)."""
 
 import math
 
 from graphs import GraphBuilder
 
 from convforge.hw.config import EngineConfig
-from convforge.hw.rtl import pe_array
+from convforge.hw.layouts import DESCRIPTOR_BYTES
 from convforge.sw.compiler import compile
-from convforge.sw.runtime.cycles import CycleCoefficients, descriptor_figures, frame_figures
+from convforge.sw.runtime.cycles import (
+    BEAT_BUBBLE_CYCLES,
+    MAC_PIPELINE_CYCLES,
+    REQUANT_TAIL_CYCLES,
+    SPAN_SETUP_CYCLES,
+    CycleCoefficients,
+    descriptor_figures,
+    frame_figures,
+)
+
+
+def _view(pixel_stride, w, **kw):
+    return {"offset": 0, "channel_offset": 0, "channel_stride": 1, "pixel_stride": pixel_stride,
+            "row_stride": pixel_stride * w, "upsample": 0, "signed": 0, "onchip": 0, **kw}
 
 
 def _pw_descriptor(ci=64, co=48, h=8, w=8):
-    view = {"offset": 0, "channel_offset": 0, "channel_stride": 1, "pixel_stride": 64, "row_stride": 64 * w,
-            "upsample": 0, "signed": 0}
     return {"opcode": 1, "in_channels": ci, "out_channels": co, "in_height": h, "in_width": w, "out_height": h,
-            "out_width": w, "kernel": 1, "stride": 1, "w_bits": 4, "tile_rows": h, "src": view, "src2": view,
-            "dst": {**view, "pixel_stride": 48}}
+            "out_width": w, "kernel": 1, "stride": 1, "pad": 0, "dilation": 1, "w_bits": 4, "tile_rows": h,
+            "src": _view(ci, w), "src2": _view(ci, w), "dst": _view(co, w)}
 
 
-def test_pointwise_compute_follows_the_pe_array_figures():
-    cfg = EngineConfig()
+def test_pointwise_layer_adds_up_its_spans_mac_groups_and_tables():
+    cfg = EngineConfig()                      # PE 16x16, 128-bit AXI
+    coeff = CycleCoefficients()
     f = descriptor_figures(_pw_descriptor(), cfg, ddr_gbps=1000.0)
-    tiles = math.ceil(64 / 16) * math.ceil(48 / 16)
-    assert f["compute_cycles"] == 64 * pe_array.cycles_per_pixel(64, 48, cfg) + pe_array.LATENCY + tiles
-    assert f["macs"] == 64 * 64 * 48
-    assert f["ddr_bytes"] == 64 * 64 + 64 * 48 + tiles * 128 + 48 * 8 + 128
+    npx, beat = 64, 16
+    # per pixel: 64 input bytes (4 beats) and 48 output bytes (3 beats), both beat-aligned
+    reads = npx * (SPAN_SETUP_CYCLES + coeff.read_latency + 64 + 3 * BEAT_BUBBLE_CYCLES)
+    writes = npx * (SPAN_SETUP_CYCLES + 48 + 2 * BEAT_BUBBLE_CYCLES)
+    tiles, wbytes, rqbytes = 4 * 3, 4 * 3 * 128, 48 * 8
+    tables = sum(1 + coeff.read_latency + b + (b // beat - 1) * BEAT_BUBBLE_CYCLES for b in (wbytes, rqbytes))
+    assert f["dma_cycles"] == reads + writes + tables
+    groups = 3 * (4 + MAC_PIPELINE_CYCLES + 16)
+    steps = 5                                 # one tap + 4 pixel phases
+    assert f["compute_cycles"] == max(4, 3) + 1 + npx * (steps + groups + REQUANT_TAIL_CYCLES)
+    assert f["fetch_cycles"] == coeff.read_latency + DESCRIPTOR_BYTES + 7 * BEAT_BUBBLE_CYCLES + 7
+    assert f["cycles"] == f["fetch_cycles"] + f["dma_cycles"] + f["compute_cycles"]
+    assert f["macs"] == npx * 64 * 48 and tiles == 12
+    assert f["ddr_read_bytes"] == npx * 64 + wbytes + rqbytes + DESCRIPTOR_BYTES
+    assert f["ddr_write_bytes"] == npx * 48
 
 
-def test_dma_bound_passes_slow_down_with_less_bandwidth_and_overlap_hides_the_smaller_part():
+def test_misaligned_spans_cost_a_bubble_per_extra_beat_and_onchip_spans_have_no_beats():
     cfg = EngineConfig()
-    fast = descriptor_figures(_pw_descriptor(), cfg, ddr_gbps=100.0)
-    slow = descriptor_figures(_pw_descriptor(), cfg, ddr_gbps=0.5)
-    assert slow["dma_cycles"] > fast["dma_cycles"] and slow["cycles"] > fast["cycles"]
-    for f in (fast, slow):
-        big, small = max(f["compute_cycles"], f["dma_cycles"]), min(f["compute_cycles"], f["dma_cycles"])
-        assert big < f["cycles"] <= big + small + CycleCoefficients().descriptor_overhead
+    aligned = descriptor_figures(_pw_descriptor(), cfg)
+    shifted = _pw_descriptor()
+    shifted["src"] = {**shifted["src"], "offset": 8}      # every 64-byte span now touches 5 beats
+    assert descriptor_figures(shifted, cfg)["dma_cycles"] == aligned["dma_cycles"] + 64 * BEAT_BUBBLE_CYCLES
+    onchip = _pw_descriptor()
+    onchip["src"] = {**onchip["src"], "onchip": 1}
+    f = descriptor_figures(onchip, cfg)
+    assert f["scratch_bytes"] == 64 * 64 and f["ddr_read_bytes"] < aligned["ddr_read_bytes"]
+    assert f["dma_cycles"] < aligned["dma_cycles"]
 
 
-def test_coefficients_calibrate_the_model():
+def test_padded_taps_zero_fill_instead_of_reading():
+    cfg = EngineConfig()
+    d = {**_pw_descriptor(ci=8, co=16), "opcode": 2, "kernel": 3, "pad": 1}
+    f = descriptor_figures(d, cfg)
+    inside = sum(len([y for y in range(8) if 0 <= y - 1 + i < 8]) for i in range(3)) ** 2
+    padded = 64 * 9 - inside
+    no_pad = descriptor_figures({**d, "pad": 0, "in_height": 10, "in_width": 10}, cfg)
+    # the same pixels and taps; every padded tap is a zero fill of C_in cycles instead of a read
+    assert f["compute_cycles"] - no_pad["compute_cycles"] == padded * 8
+    assert f["dma_cycles"] < no_pad["dma_cycles"]
+
+
+def test_read_latency_and_a_slow_ddr_port_slow_the_spans():
     cfg = EngineConfig()
     base = descriptor_figures(_pw_descriptor(), cfg)
-    tuned = descriptor_figures(_pw_descriptor(), cfg, coeff=CycleCoefficients(descriptor_overhead=132))
-    assert tuned["cycles"] == base["cycles"] + 100
+    slow_bus = descriptor_figures(_pw_descriptor(), cfg, coeff=CycleCoefficients(read_latency=40))
+    spans = 64 + 2                            # one read span per pixel, two table loads
+    assert slow_bus["cycles"] - base["cycles"] == 36 * (spans + 1)   # and the descriptor fetch
+    starved = descriptor_figures(_pw_descriptor(), cfg, ddr_gbps=0.01)
+    assert starved["dma_cycles"] > base["dma_cycles"]
+    assert math.isclose(starved["dma_cycles"], math.ceil(starved["ddr_bytes"] / (0.01e3 / cfg.clock_mhz)))
 
 
 def test_frame_figures_give_fps_and_utilisation_of_the_peak():
