@@ -357,7 +357,8 @@ def bench_emulator() -> dict:
         print(
             f"  {name}: emulator {r['emulator_s_per_frame'] * 1e3:.1f} ms/frame, fake-quant "
             f"{r['fake_quant_s_per_frame'] * 1e3:.1f} ms, int reference {r['int_reference_s_per_frame'] * 1e3:.1f} "
-            f"ms; bit-exact {r['bit_exact_tensors']}/{r['tensors']} tensors",
+            f"ms; bit-exact {r['bit_exact_tensors']}/{r['tensors'] - r['fused_tensors']} tensors in DDR "
+            f"({r['fused_tensors']} stay in the fusion scratchpad)",
             flush=True,
         )
     _merge_results(
@@ -545,8 +546,10 @@ def bench_cycle_model(size: int = 32, board_name: str = "ultra96v2") -> dict:
     every descriptor simulated alone on the buffer its frame gives it
     (:func:`convforge.sim.regress_accel.measure_descriptors`, no AXI pauses). Records per
     opcode the layers and the largest model error, the frame's error, the simulation rate, and
-    the layers beyond 10 % (deformable ones: their maps decide which taps the RTL skips).
-    Recorded under ``cycle_model``; a few minutes (Verilator build cached)."""
+    the layers beyond 10 % (deformable ones: their maps decide which taps the RTL skips), and
+    the emulator's figures beside them (``emulator_max_abs_error``: the same model given the
+    taps each deformable layer's map selects). Recorded under ``cycle_model``; a few minutes
+    (Verilator build cached)."""
     from convforge.hw.boards import get_board
     from convforge.models.data import get_dataset
     from convforge.models.quant.export import export_qgraph
@@ -555,6 +558,7 @@ def bench_cycle_model(size: int = 32, board_name: str = "ultra96v2") -> dict:
     from convforge.models.train.zoo import CODENET_NAME, get_model
     from convforge.sim.regress_accel import cycle_model_errors, measure_descriptors
     from convforge.sw.compiler import compile
+    from convforge.sw.runtime.emulator import Emulator
 
     engine = get_board(board_name).engine
     path = get_model(CODENET_NAME).checkpoint
@@ -564,13 +568,18 @@ def bench_cycle_model(size: int = 32, board_name: str = "ultra96v2") -> dict:
     t = time.perf_counter()
     rows = cycle_model_errors(engine, measure_descriptors(engine, program, image))
     seconds = time.perf_counter() - t
+    mem = program.new_buffer()
+    program.place_image(mem, image)
+    emulated = Emulator(engine).run(mem, program.program_offset, program.n_descriptors).per_descriptor
     by_op: dict[str, dict] = {}
-    for r in rows:
-        o = by_op.setdefault(r["opcode"], {"layers": 0, "rtl_cycles": 0, "model_cycles": 0, "max_abs_error": 0.0})
+    for r, e in zip(rows, emulated, strict=True):
+        o = by_op.setdefault(r["opcode"], {"layers": 0, "rtl_cycles": 0, "model_cycles": 0, "max_abs_error": 0.0,
+                                           "emulator_max_abs_error": 0.0})
         o["layers"] += 1
         o["rtl_cycles"] += r["cycles"]
         o["model_cycles"] += r["model"]
         o["max_abs_error"] = max(o["max_abs_error"], abs(r["error"]))
+        o["emulator_max_abs_error"] = max(o["emulator_max_abs_error"], abs(e["cycles"] / r["cycles"] - 1))
     rtl, model = sum(r["cycles"] for r in rows), sum(r["model"] for r in rows)
     row = {"model": path.stem, "board": board_name, "input": [size, size], "descriptors": len(rows),
            "rtl_cycles": rtl, "model_cycles": model, "frame_error": model / rtl - 1, "by_opcode": by_op,
@@ -579,7 +588,8 @@ def bench_cycle_model(size: int = 32, board_name: str = "ultra96v2") -> dict:
            "simulated_cycles_per_s": rtl / seconds, "sim_s": seconds}
     print(f"  {path.stem} {size}x{size} on {board_name}: {len(rows)} layers, RTL {rtl} cycles, model {model} "
           f"({row['frame_error']:+.2%}); worst per opcode: "
-          + ", ".join(f"{k} {v['max_abs_error']:.1%}" for k, v in sorted(by_op.items())), flush=True)
+          + ", ".join(f"{k} {v['max_abs_error']:.1%} (emulator {v['emulator_max_abs_error']:.1%})"
+                      for k, v in sorted(by_op.items())), flush=True)
     _merge_results({"cycle_model": row})
     return row
 

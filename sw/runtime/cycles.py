@@ -21,10 +21,12 @@ walks its controller's states and adds them up (nothing overlaps). Per descripto
   :data:`REQUANT_TAIL_CYCLES` per pixel; padded taps zero-fill ``C_in`` cycles; depthwise
   layers clear and requant ``C`` accumulators per pixel (``2*C`` cycles plus the tail).
 
-Deformable layers depend on their maps: a square layer's taps at or beyond the border are
-skipped, so the model assumes the dilation :attr:`CycleCoefficients.square_dilation` for
-all pixels; a bilinear layer skips neighbours with a zero weight, and the model assumes every
-neighbour of the undeformed tap is used. Every other descriptor depends on its fields only.
+Deformable layers depend on their maps: the RTL skips a square layer's taps outside the
+image and a bilinear layer's neighbours outside it or with a zero weight. Given the map's
+taps (:func:`deform_taps`; the emulator passes them, so its counters follow the data) the
+model counts exactly those reads; from the fields alone (the compiler) it assumes the
+dilation :attr:`CycleCoefficients.square_dilation` for every pixel and every neighbour of
+the undeformed bilinear tap. Every other descriptor depends on its fields only.
 
 Measured against the RTL (Verilator, cocotbext-axi ``AxiRam`` without pauses, every
 descriptor run alone on the buffer it sees in its frame; ``tests/sim/test_accel.py``):
@@ -43,6 +45,7 @@ import numpy as np
 
 from convforge.hw.config import EngineConfig
 from convforge.hw.layouts import DESCRIPTOR_BYTES, Opcode, weight_tile_bytes
+from convforge.hw.rtl.pool_add import ADD_LATENCY
 from convforge.hw.rtl.requant import LATENCY as REQUANT_LATENCY
 
 #: Default DDR bandwidth in GB/s when no board is given (the Ultra96-V2 profile's figure).
@@ -96,19 +99,22 @@ class _Spans:
         self.write_bytes = 0        # strobed bytes, as DMA_WR_BYTES counts them
         self.scratch_bytes = 0
 
-    def move(self, view: dict[str, Any], ys: np.ndarray, xs: np.ndarray, channels: int, write: bool = False) -> None:
-        """One span per pixel of ``ys x xs`` (rows, columns of the view's logical image)."""
+    def move(self, view: dict[str, Any], ys: np.ndarray, xs: np.ndarray, channels: int, write: bool = False,
+             paired: bool = False) -> None:
+        """One span per pixel of ``ys x xs`` (rows, columns of the view's logical image); with
+        ``paired``, ``ys`` is a column and ``xs`` a row of the same length: one span per pair."""
         if ys.size == 0 or xs.size == 0 or channels <= 0:
             return
         span = (channels - 1) * int(view.get("channel_stride", 1) or 1) + 1
-        n = ys.size * xs.size
+        n = xs.size if paired else ys.size * xs.size
         if int(view.get("onchip", 0)):
             self.cycles += n * (SPAN_SETUP_CYCLES + span + (0 if write else SCRATCH_READ_LATENCY))
             self.scratch_bytes += n * channels
             return
         up = int(view.get("upsample", 0))
         start = int(view.get("offset", 0)) + int(view.get("channel_offset", 0))
-        lead = (start + (ys >> up)[:, None] * int(view.get("row_stride", 0))
+        rows = (ys >> up).reshape(-1) if paired else (ys >> up)[:, None]
+        lead = (start + rows * int(view.get("row_stride", 0))
                 + (xs >> up)[None, :] * int(view.get("pixel_stride", 0))) % self.beat
         beats = int(((lead + span + self.beat - 1) // self.beat).sum())
         self.cycles += n * (SPAN_SETUP_CYCLES + span) + (beats - n) * BEAT_BUBBLE_CYCLES
@@ -117,6 +123,10 @@ class _Spans:
         else:
             self.cycles += n * self.coeff.read_latency
             self.read_bytes += beats * self.beat
+
+    def move_at(self, view: dict[str, Any], ys: np.ndarray, xs: np.ndarray, channels: int) -> None:
+        """One read span per position ``(ys[i], xs[i])`` (paired coordinates)."""
+        self.move(view, np.asarray(ys).reshape(-1, 1), np.asarray(xs).reshape(-1), channels, paired=True)
 
     def table(self, nbytes: int) -> None:
         """A table load (weights, requant or depthwise words): one read span from an aligned start."""
@@ -132,7 +142,8 @@ def _taps(out: int, stride: int, first: int, step: int, size: int) -> np.ndarray
 
 
 def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = DEFAULT_DDR_GBPS,
-                       coeff: CycleCoefficients = CycleCoefficients()) -> dict[str, Any]:
+                       coeff: CycleCoefficients = CycleCoefficients(),
+                       taps: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Predicted figures of one descriptor on the RTL engine (see the module docstring).
 
     Args:
@@ -142,6 +153,10 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
         ddr_gbps: sustained DDR bandwidth in GB/s (board profile ``ddr_gbps``): a lower bound
             on the span cycles.
         coeff: calibration knobs.
+        taps: deformable layers only: the input positions ``(ys, xs)`` (paired, one per read)
+            the hardware reads, as the emulator finds them from the layer's map
+            (:func:`deform_taps`); without them the model assumes the geometry of the module
+            docstring.
 
     Returns:
         ``{"unit", "cycles", "compute_cycles", "dma_cycles", "fetch_cycles", "ddr_bytes",
@@ -181,7 +196,7 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
         s.move(src, oy, ox, ci)
         s.move(src2, oy, ox, co)
         s.move(dst, oy, ox, co, write=True)
-        compute += _STEPS[op] * npx
+        compute += (_STEPS[op] + ADD_LATENCY) * npx          # the store waits for the add pipeline
     elif op in (Opcode.MAXPOOL, Opcode.CONV_PW, Opcode.CONV_KXK):
         padded = 0
         for i in range(k):
@@ -216,17 +231,24 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
             dd = coeff.square_dilation
             compute += 10 * npx
             s.move(src2, oy, ox, 1)
-            for i in range(3):
-                for j in range(3):
-                    s.move(src, _taps(ho, st, band - dd, i * dd, hi), _taps(wo, st, -dd, j * dd, wi), ci)
+            if taps is not None:
+                s.move_at(src, *taps, ci)
+            else:
+                for i in range(3):
+                    for j in range(3):
+                        s.move(src, _taps(ho, st, band - dd, i * dd, hi), _taps(wo, st, -dd, j * dd, wi), ci)
         else:
             compute += 37 * npx                                    # 36 neighbours + end of taps
             s.move(src2, oy, ox, 18)
-            for i in range(3):
-                for j in range(3):
-                    for ny in range(2):
-                        for nx in range(2):
-                            s.move(src, _taps(ho, st, ny - pad, i * dil, hi), _taps(wo, st, nx - pad, j * dil, wi), ci)
+            if taps is not None:
+                s.move_at(src, *taps, ci)
+            else:
+                for i in range(3):
+                    for j in range(3):
+                        for ny in range(2):
+                            for nx in range(2):
+                                s.move(src, _taps(ho, st, ny - pad, i * dil, hi), _taps(wo, st, nx - pad, j * dil, wi),
+                                       ci)
         s.move(dst, oy, ox, co, write=True)
         macs = npx * co * 9
     ddr_bytes = s.read_bytes + s.write_bytes + DESCRIPTOR_BYTES
@@ -236,6 +258,53 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
             "dma_cycles": int(dma), "fetch_cycles": int(fetch), "ddr_bytes": int(ddr_bytes),
             "ddr_read_bytes": int(s.read_bytes + DESCRIPTOR_BYTES), "ddr_write_bytes": int(s.write_bytes),
             "scratch_bytes": int(s.scratch_bytes), "macs": int(macs)}
+
+
+def deform_taps(d: dict[str, Any], dmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The input positions a deformable descriptor reads on the RTL, from its map.
+
+    Args:
+        d: the decoded DW_SQUARE or DW_BILINEAR descriptor.
+        dmap: ``(H_out, W_out)`` dilations already clamped to ``d_max`` (square), or
+            ``(H_out, W_out, 18)`` offsets already clamped to ``offset_range`` (bilinear),
+            INTEGER_SPEC §4.
+
+    Returns:
+        ``(ys, xs)``, 1-D, one entry per read: every tap inside the image (square), every
+        neighbour inside the image with a nonzero bilinear weight (bilinear) -- the taps
+        the controller does not skip.
+    """
+    op = Opcode(int(d["opcode"]))
+    hi, wi, ho, wo = (int(d[k]) for k in ("in_height", "in_width", "out_height", "out_width"))
+    st = int(d["stride"])
+    ys, xs = [], []
+
+    def keep(ty, tx, used=True):
+        used = used & (ty >= 0) & (ty < hi) & (tx >= 0) & (tx < wi)
+        ys.append(ty[used])
+        xs.append(tx[used])
+
+    oy, ox = np.arange(ho)[:, None] * st, np.arange(wo)[None, :] * st
+    if op == Opcode.DW_SQUARE:
+        dm = dmap.astype(np.int64)
+        oy = oy + int(d.get("band_top", 0))
+        for i in range(3):
+            for j in range(3):
+                keep(oy + (i - 1) * dm, ox + (j - 1) * dm)
+    else:
+        frac, pad, dil = int(d["frac_bits"]), int(d["pad"]), int(d["dilation"])
+        one = 1 << frac
+        for i in range(3):
+            for j in range(3):
+                t = i * 3 + j
+                py = (oy - pad + i * dil) * one + dmap[:, :, 2 * t].astype(np.int64)
+                px = (ox - pad + j * dil) * one + dmap[:, :, 2 * t + 1].astype(np.int64)
+                y0, x0 = py >> frac, px >> frac
+                fy, fx = py - (y0 << frac), px - (x0 << frac)
+                for ny, wy in ((0, one - fy), (1, fy)):
+                    for nx, wx in ((0, one - fx), (1, fx)):
+                        keep(y0 + ny, x0 + nx, (wy * wx) != 0)
+    return np.concatenate(ys), np.concatenate(xs)
 
 
 def frame_figures(per_descriptor: list[dict[str, Any]], cfg: EngineConfig) -> dict[str, Any]:

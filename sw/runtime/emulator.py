@@ -39,7 +39,7 @@ from convforge.hw.layouts import (
 )
 from convforge.hw.packing import layout_bytes, unpack_array
 from convforge.models.quant.intops import requant, rshift_round, sat
-from convforge.sw.runtime.cycles import DEFAULT_DDR_GBPS, descriptor_figures, frame_figures
+from convforge.sw.runtime.cycles import DEFAULT_DDR_GBPS, deform_taps, descriptor_figures, frame_figures
 from convforge.sw.runtime.program import Program, read_view, write_view
 
 _OPCODES = {int(o) for o in Opcode}
@@ -130,10 +130,10 @@ class Emulator:
                     f"this engine {self._tag:#06x}); recompile the QGraph for this engine",
                     Fault.CONFIG_MISMATCH, index)
             try:
-                self._execute(memory, index, d)
+                taps = self._execute(memory, index, d)
             except IndexError as exc:
                 raise EmulatorFault(f"descriptor {index}: {exc}", Fault.ADDRESS_RANGE, index) from exc
-            figures.append(descriptor_figures(d, self.config, self.ddr_gbps))
+            figures.append(descriptor_figures(d, self.config, self.ddr_gbps, taps=taps))
             if on_descriptor is not None:
                 on_descriptor(index)
         raise EmulatorFault(f"no END among the {n_descriptors} descriptors", Fault.NO_END, n_descriptors - 1)
@@ -232,8 +232,11 @@ class Emulator:
                                                 or int(d["in_width"]) != int(d["out_width"])):
             bad("input and output shapes differ")
 
-    def _execute(self, memory: np.ndarray, index: int, d: dict[str, Any]) -> None:
+    def _execute(self, memory: np.ndarray, index: int, d: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Execute one descriptor on ``memory``; returns the input positions a deformable layer
+        read (:func:`~convforge.sw.runtime.cycles.deform_taps`, for the cycle model), else None."""
         op = Opcode(int(d["opcode"]))
+        taps = None
         ci, co = int(d["in_channels"]), int(d["out_channels"])
         hi_, wi = int(d["in_height"]), int(d["in_width"])
         ho, wo = int(d["out_height"]), int(d["out_width"])
@@ -257,12 +260,14 @@ class Emulator:
                 exact = np.float32 if int(d["acc_bound_bits"]) <= 24 else np.int64
                 acc = _dw_regular(x, w, s, p, dil, ho, wo, exact, top=p - int(d["band_top"]))
             elif op == Opcode.DW_SQUARE:
-                dmap = self._read(memory, d["src2"], ho, wo, 1)[:, :, 0]
-                acc = _dw_square(x, w, np.minimum(dmap, int(d["d_max"])), s, ho, wo, int(d["band_top"]))
+                dmap = np.minimum(self._read(memory, d["src2"], ho, wo, 1)[:, :, 0], int(d["d_max"]))
+                acc = _dw_square(x, w, dmap, s, ho, wo, int(d["band_top"]))
+                taps = deform_taps(d, dmap)
             else:
-                offs = self._read(memory, d["src2"], ho, wo, 18)
                 lim = int(d["offset_range"]) << int(d["frac_bits"])
-                acc = _dw_bilinear(x, w, np.clip(offs, -lim, lim), s, p, dil, int(d["frac_bits"]), ho, wo)
+                offs = np.clip(self._read(memory, d["src2"], ho, wo, 18), -lim, lim)
+                acc = _dw_bilinear(x, w, offs, s, p, dil, int(d["frac_bits"]), ho, wo)
+                taps = deform_taps(d, offs)
             out = requant(acc, bias, m, sh, lo, hi, channel_axis=-1)
         elif op == Opcode.MAXPOOL:
             out = _maxpool(x, k, s, p, ho, wo)
@@ -276,6 +281,7 @@ class Emulator:
         else:  # pragma: no cover - END is handled by run()
             raise EmulatorFault(f"descriptor {index}: opcode {op!r} cannot execute", Fault.BAD_OPCODE, index)
         self._write(memory, d["dst"], out)
+        return taps
 
 
 def _record(fields: dict[str, Any], i: int) -> dict[str, Any]:

@@ -3,6 +3,7 @@ comparison with RTL-measured cycles is in tests/sim/test_accel.py)."""
 
 import math
 
+import numpy as np
 from graphs import GraphBuilder
 
 from convforge.hw.config import EngineConfig
@@ -14,6 +15,7 @@ from convforge.sw.runtime.cycles import (
     REQUANT_TAIL_CYCLES,
     SPAN_SETUP_CYCLES,
     CycleCoefficients,
+    deform_taps,
     descriptor_figures,
     frame_figures,
 )
@@ -96,3 +98,28 @@ def test_frame_figures_give_fps_and_utilisation_of_the_peak():
     assert 0 < c["mac_utilisation"] < 1
     assert c["macs"] == 16 * 16 * (27 * 32 + 32 * 64)
     assert frame_figures([], EngineConfig())["fps"] == 0.0
+
+
+def _dw_descriptor(opcode, h=6, w=6, c=8):
+    view = _view(c, w)
+    return {"opcode": opcode, "in_channels": c, "out_channels": c, "in_height": h, "in_width": w, "out_height": h,
+            "out_width": w, "kernel": 3, "stride": 1, "pad": 1, "dilation": 1, "band_top": 0, "d_max": 4,
+            "frac_bits": 4, "tile_rows": h, "src": view, "src2": _view(18, w), "dst": view}
+
+
+def test_deformable_taps_follow_the_map():
+    sq = _dw_descriptor(4)
+    ys, xs = deform_taps(sq, np.zeros((6, 6), dtype=np.uint8))           # dilation 0: 9 reads of the centre
+    assert ys.size == 9 * 36 and np.array_equal(np.unique(ys), np.arange(6))
+    far = deform_taps(sq, np.full((6, 6), 4, dtype=np.uint8))             # dilation 4: border taps skipped
+    assert far[0].size == sum(len([t for t in (y - 4, y, y + 4) if 0 <= t < 6]) for y in range(6)) ** 2
+    bl = _dw_descriptor(5)
+    whole = np.zeros((6, 6, 18), dtype=np.int8)                            # integer offsets: one neighbour
+    assert deform_taps(bl, whole)[0].size == sum(len([t for t in (y - 1, y, y + 1) if 0 <= t < 6])
+                                                for y in range(6)) ** 2
+    half = np.full((6, 6, 18), 8, dtype=np.int8)                           # +0.5 px: all four where inside
+    assert deform_taps(bl, half)[0].size > 2 * deform_taps(bl, whole)[0].size
+    cfg = EngineConfig()
+    more = descriptor_figures(sq, cfg, taps=deform_taps(sq, np.zeros((6, 6), dtype=np.uint8)))
+    fewer = descriptor_figures(sq, cfg, taps=far)
+    assert more["cycles"] > fewer["cycles"] and more["compute_cycles"] == fewer["compute_cycles"]
