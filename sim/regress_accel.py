@@ -244,7 +244,8 @@ def decode(cfg: EngineConfig, image: np.ndarray, n: int) -> list[dict[str, Any]]
 @dataclass
 class EngineRun:
     """One image to run: ``name``, buffer ``image``, descriptors ``n``, optional
-    ``poison`` window ``[lo, hi)`` (buffer offsets answering SLVERR), ``soft_reset_at``
+    ``poison`` window ``[lo, hi)`` (buffer offsets answering SLVERR, or DECERR when
+    ``poison_resp`` is ``"decerr"``), ``soft_reset_at``
     (cycles after start), ``stall_reads`` (the R channel never answers until done),
     ``expect`` (error code the hardware alone can tell, e.g. AXI)."""
 
@@ -254,6 +255,7 @@ class EngineRun:
     prog_offset: int = 0
     buf_bytes: int | None = None
     poison: tuple[int, int] | None = None
+    poison_resp: str = "slverr"
     soft_reset_at: int | None = None
     stall_reads: bool = False
     expect: tuple[int, int] | None = None
@@ -287,6 +289,8 @@ def fault_cases(cfg: EngineConfig, image: np.ndarray, n: int, rng: random.Random
     runs.append(EngineRun("program_range", image.copy(), n, buf_bytes=(n - 1) * DESCRIPTOR_BYTES))
     runs.append(EngineRun("axi_slverr_read", image.copy(), n, poison=(DESCRIPTOR_BYTES, DESCRIPTOR_BYTES + 1),
                           expect=(ErrorCode.AXI_SLVERR, 1)))
+    runs.append(EngineRun("axi_decerr_read", image.copy(), n, poison=(DESCRIPTOR_BYTES, DESCRIPTOR_BYTES + 1),
+                          poison_resp="decerr", expect=(ErrorCode.AXI_DECERR, 1)))
     dst = recs[last]["dst"]
     first = dst["offset"] + dst["channel_offset"]
     runs.append(EngineRun("axi_slverr_write", image.copy(), n, poison=(first, first + 1),
@@ -326,6 +330,7 @@ def run_engine(cfg: EngineConfig, runs: list[EngineRun], *, seed: int, pause_pro
             params_runs.append({"image": str(path), "prog_offset": r.prog_offset, "prog_length": r.n,
                                 "buf_bytes": r.image.size if r.buf_bytes is None else r.buf_bytes,
                                 "max_cycles": max_cycles, "poison": list(r.poison) if r.poison else None,
+                                "poison_resp": r.poison_resp,
                                 "soft_reset_at": r.soft_reset_at, "stall_reads": r.stall_reads})
         ram = -(-(BASE_ADDR + max(r.image.size for r in runs) + 4096) // 4096) * 4096
         t0 = time.monotonic()

@@ -12,7 +12,8 @@ compares them with the emulator. Offsets and fields come from
 
 Parameters (``tb_params()``): ``seed``, ``pause_prob``, ``base``, ``ram_bytes``, ``runs``:
 a list of ``{"image": file, "prog_offset", "prog_length", "buf_bytes", "max_cycles",
-"poison": [lo, hi] (buffer offsets whose reads and writes answer SLVERR), "soft_reset_at":
+"poison": [lo, hi] (buffer offsets whose reads and writes answer SLVERR, or DECERR with
+"poison_resp": "decerr"), "soft_reset_at":
 cycles after start (write CTRL.soft_reset then instead of waiting for done), "stall_reads":
 the R channel pauses until done (TIMEOUT), then answers again}``.
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, RisingEdge
-from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiResp
 
 from convforge.hw.layouts import csr
 from convforge.sim.tbio import tb_output_path, tb_params
@@ -41,11 +42,15 @@ def _pauses(rng: random.Random, prob: float):
         yield rng.random() < prob
 
 
-def _poison(ram: AxiRam, base: int, window: list[int] | None) -> None:
-    """Make reads and writes touching ``[base + lo, base + hi)`` fail (SLVERR); None restores."""
+def _poison(ram: AxiRam, base: int, window: list[int] | None, resp: str = "slverr") -> None:
+    """Make reads and writes touching ``[base + lo, base + hi)`` fail: ``AxiRam`` answers them
+    SLVERR; with ``resp = "decerr"`` those responses leave as DECERR (a decode error, as an
+    interconnect gives for an unmapped address). None restores the RAM."""
     cls_read, cls_write = type(ram.read_if)._read, type(ram.write_if)._write
     ram.read_if._read = cls_read.__get__(ram.read_if)
     ram.write_if._write = cls_write.__get__(ram.write_if)
+    for channel in (ram.read_if.r_channel, ram.write_if.b_channel):
+        channel.send = type(channel).send.__get__(channel)
     if not window:
         return
     lo, hi = base + window[0], base + window[1]
@@ -62,6 +67,16 @@ def _poison(ram: AxiRam, base: int, window: list[int] | None) -> None:
         return await write(address, data)
 
     ram.read_if._read, ram.write_if._write = checked_read, checked_write
+    if resp == "decerr":
+        for channel, field in ((ram.read_if.r_channel, "rresp"), (ram.write_if.b_channel, "bresp")):
+            send = channel.send
+
+            async def as_decerr(obj, send=send, field=field):
+                if getattr(obj, field) == AxiResp.SLVERR:
+                    setattr(obj, field, AxiResp.DECERR)
+                return await send(obj)
+
+            channel.send = as_decerr
 
 
 async def _read(axil: AxiLiteMaster, addr: int) -> int:
@@ -101,7 +116,7 @@ async def run_programs(dut):
         image = Path(run["image"]).read_bytes()
         ram.write(0, bytes(int(p["ram_bytes"])))
         ram.write(base, image)
-        _poison(ram, base, run.get("poison"))
+        _poison(ram, base, run.get("poison"), run.get("poison_resp") or "slverr")
         await _write(axil, csr.ADDR_BASE_ADDR_LO, base & 0xFFFFFFFF)
         await _write(axil, csr.ADDR_BASE_ADDR_HI, base >> 32)
         await _write(axil, csr.ADDR_PROG_OFFSET, int(run["prog_offset"]))
