@@ -62,11 +62,10 @@ MAC_PIPELINE_CYCLES = 2
 #: Per output pixel after the last drain: the requant pipeline, its last result into B,
 #: and the check that all C_out results are in.
 REQUANT_TAIL_CYCLES = REQUANT_LATENCY + 2
-#: ``SEQ`` visits per output pixel besides the taps: COPY 3, ADD 4, max pool and PE layers
-#: 3 (end of taps, MAC, store, next pixel: one of them is the MAC entry), depthwise 4 plus
-#: one at the end of the taps.
+#: ``SEQ`` visits per pixel besides one per tap: COPY 3 (read, store, next pixel), ADD 4
+#: (read, read, store, next), max pool 3 (end of taps, store, next), PE layers 4 (end of
+#: taps, MAC entry, store, next). Depthwise layers: 4 plus one at the end of the taps.
 _STEPS = {Opcode.COPY: 3, Opcode.ADD: 4, Opcode.MAXPOOL: 3, Opcode.CONV_PW: 4, Opcode.CONV_KXK: 4}
-_DW_OPS = (Opcode.DW_REGULAR, Opcode.DW_SQUARE, Opcode.DW_BILINEAR)
 
 
 @dataclass(frozen=True)
