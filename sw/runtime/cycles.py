@@ -154,8 +154,8 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
         coeff: calibration knobs.
         taps: deformable layers only: the input positions ``(ys, xs)`` (paired, one per read)
             the hardware reads, as the emulator finds them from the layer's map
-            (:func:`deform_taps`); without them the model assumes the geometry of the module
-            docstring.
+            (:func:`deform_taps`); without them, those of the map the module docstring
+            assumes.
 
     Returns:
         ``{"unit", "cycles", "compute_cycles", "dma_cycles", "fetch_cycles", "ddr_bytes",
@@ -226,28 +226,13 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
             for i in range(3):
                 for j in range(3):
                     s.move(src, _taps(ho, st, band - pad, i * dil, hi), _taps(wo, st, -pad, j * dil, wi), ci)
-        elif op == Opcode.DW_SQUARE:
-            dd = coeff.square_dilation
-            compute += 10 * npx
-            s.move(src2, oy, ox, 1)
-            if taps is not None:
-                s.move_at(src, *taps, ci)
-            else:
-                for i in range(3):
-                    for j in range(3):
-                        s.move(src, _taps(ho, st, band - dd, i * dd, hi), _taps(wo, st, -dd, j * dd, wi), ci)
-        else:
-            compute += 37 * npx                                    # 36 neighbours + end of taps
-            s.move(src2, oy, ox, 18)
-            if taps is not None:
-                s.move_at(src, *taps, ci)
-            else:
-                for i in range(3):
-                    for j in range(3):
-                        for ny in range(2):
-                            for nx in range(2):
-                                s.move(src, _taps(ho, st, ny - pad, i * dil, hi), _taps(wo, st, nx - pad, j * dil, wi),
-                                       ci)
+        else:                                                      # deformable: the map's taps
+            square = op == Opcode.DW_SQUARE
+            compute += (10 if square else 37) * npx                # 9 taps / 36 neighbours + end
+            s.move(src2, oy, ox, 1 if square else 18)
+            if taps is None:
+                taps = deform_taps(d, _assumed_map(d, coeff))
+            s.move_at(src, *taps, ci)
         s.move(dst, oy, ox, co, write=True)
         macs = npx * co * 9
     ddr_bytes = s.read_bytes + s.write_bytes + DESCRIPTOR_BYTES
@@ -257,6 +242,16 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
             "dma_cycles": int(dma), "fetch_cycles": int(fetch), "ddr_bytes": int(ddr_bytes),
             "ddr_read_bytes": int(s.read_bytes + DESCRIPTOR_BYTES), "ddr_write_bytes": int(s.write_bytes),
             "scratch_bytes": int(s.scratch_bytes), "macs": int(macs)}
+
+
+def _assumed_map(d: dict[str, Any], coeff: CycleCoefficients) -> np.ndarray:
+    """The map the compiler assumes for a deformable layer it cannot see: the dilation
+    ``coeff.square_dilation`` everywhere (square), or offsets of half a pixel, which give
+    every neighbour of the undeformed tap a nonzero weight (bilinear)."""
+    ho, wo = int(d["out_height"]), int(d["out_width"])
+    if Opcode(int(d["opcode"])) == Opcode.DW_SQUARE:
+        return np.full((ho, wo), coeff.square_dilation)
+    return np.full((ho, wo, 18), (1 << int(d["frac_bits"])) >> 1)
 
 
 def deform_taps(d: dict[str, Any], dmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
