@@ -101,7 +101,7 @@ class _Spans:
     def move(self, view: dict[str, Any], ys: np.ndarray, xs: np.ndarray, channels: int, write: bool = False,
              paired: bool = False) -> None:
         """One span per pixel of ``ys x xs`` (rows, columns of the view's logical image); with
-        ``paired``, ``ys`` is a column and ``xs`` a row of the same length: one span per pair."""
+        ``paired``, one span per pair ``(ys[i], xs[i])``."""
         if ys.size == 0 or xs.size == 0 or channels <= 0:
             return
         span = (channels - 1) * int(view.get("channel_stride", 1) or 1) + 1
@@ -112,7 +112,7 @@ class _Spans:
             return
         up = int(view.get("upsample", 0))
         start = int(view.get("offset", 0)) + int(view.get("channel_offset", 0))
-        rows = (ys >> up).reshape(-1) if paired else (ys >> up)[:, None]
+        rows = (ys >> up) if paired else (ys >> up)[:, None]
         lead = (start + rows * int(view.get("row_stride", 0))
                 + (xs >> up)[None, :] * int(view.get("pixel_stride", 0))) % self.beat
         beats = int(((lead + span + self.beat - 1) // self.beat).sum())
@@ -125,7 +125,7 @@ class _Spans:
 
     def move_at(self, view: dict[str, Any], ys: np.ndarray, xs: np.ndarray, channels: int) -> None:
         """One read span per position ``(ys[i], xs[i])`` (paired coordinates)."""
-        self.move(view, np.asarray(ys).reshape(-1, 1), np.asarray(xs).reshape(-1), channels, paired=True)
+        self.move(view, np.asarray(ys).reshape(-1), np.asarray(xs).reshape(-1), channels, paired=True)
 
     def table(self, nbytes: int) -> None:
         """A table load (weights, requant or depthwise words): one read span from an aligned start."""
