@@ -27,12 +27,15 @@ an on-chip channel buffer (every ``channel_stride``-th byte), the result is scat
 with write strobes. Max pool loads each in-bounds tap into the running maximum; ADD loads
 ``src`` and ``src2`` then streams both through the residual-add pipeline into the writer.
 Cost: about ``span + 12`` cycles per span plus the AXI latency (one byte per cycle), one
-128-byte read per descriptor; PE layers add ``ceil(C_out/pe_co) * (ceil(k*k*C_in/pe_ci) +
-min(pe_co, C_out) + 3)`` cycles per output pixel (``pe_ci * pe_co`` MACs per cycle while
-issuing; the drain does not yet overlap the next group) and the table loads, one byte per
-cycle; depthwise layers ``C`` cycles to clear and ``C`` to requant per pixel and one MAC per
-cycle (the depthwise unit's lanes are not used yet). Operands still move one byte per cycle
-per span: the span overhead, not the PE array, bounds most layers.
+128-byte read per descriptor; PE layers add about ``ceil(C_out/pe_co) * max(ceil(k*k*C_in/pe_ci),
+min(pe_co, C_out) + 2)`` cycles per output pixel (``pe_ci * pe_co`` MACs per cycle while
+issuing; a finished output group drains through requant, one channel per cycle, while the
+next group issues) and the table loads, one byte per cycle; depthwise layers one MAC per
+tap byte as it streams in, the pixel's first used tap overwriting the accumulators (no
+clear pass), and their accumulators stream through requant straight into the store span
+(the depthwise unit's lanes are not used yet). Operands still move one byte per cycle per
+span: the span overhead, not the PE array, bounds most layers. Exact figures:
+:mod:`convforge.sw.runtime.cycles`.
 
 Fusion scratchpad: an operand view with the ``onchip`` flag addresses the
 :class:`~convforge.hw.rtl.dma.Scratchpad` (``fuse_buffer_bytes``, offsets from its byte 0,
@@ -341,7 +344,11 @@ class Engine(wiring.Component):
         move_base = Signal.like(tap_base)                     # A index of the current move's channel 0
         nch = Signal.like(ci)                                 # channels of the current move
         m.d.comb += nch.eq(Mux(is_conv & (sel == 2), co, Mux(sel == 1, c2, ci)))
-        first = Signal()                # max pool: no tap loaded yet for this pixel
+        first = Signal()                # no tap of this pixel loaded yet (max pool, depthwise)
+        # depthwise: a channel's accumulator as this pixel sees it -- 0 until its first used tap
+        # (so no clear pass; a bilinear pixel whose taps are all skipped requants 0)
+        acc_now = Signal(signed(cfg.acc_bits))
+        m.d.comb += acc_now.eq(Mux(first, 0, acc_rd.data))
         v = Signal(vlayout)
         with m.Switch(sel):
             with m.Case(0):
@@ -422,7 +429,9 @@ class Engine(wiring.Component):
         lanes = data.ArrayLayout(signed(cfg.acc_bits), cfg.pe_co)
         x_r = Signal(data.ArrayLayout(signed(9), cfg.pe_ci))   # stage 1: the group's activations
         dot = Signal(lanes)                                    # stage 2: row . columns per output lane
-        acc = Signal(lanes)                                    # held while its group drains
+        acc = Signal(lanes)                                    # the group being accumulated
+        held = Signal(lanes)                                   # the finished group, while it drains
+        og = Signal(range(cfg.max_channels // cfg.pe_co + 2))  # output group being issued
         draining, dv_r = Signal(), Signal()
         d, d_r = Signal(range(cfg.pe_co)), Signal(range(cfg.pe_co))
         pos_tile = Signal(range(cfg.weight_depth + 1))
@@ -583,8 +592,7 @@ class Engine(wiring.Component):
                 with m.Switch(phase):
                     with m.Case(0):
                         with m.If(is_dw):
-                            m.d.sync += [phase.eq(1), ch.eq(0)]
-                            m.next = "DWCLR"
+                            m.d.sync += phase.eq(1)
                         with m.Elif(is_pool | is_conv):
                             with m.If(tap_i == k):
                                 m.d.sync += phase.eq(Mux(is_conv, 1, 2))
@@ -607,7 +615,7 @@ class Engine(wiring.Component):
                     with m.Case(1):
                         m.d.sync += phase.eq(2)
                         with m.If(is_conv):
-                            m.d.sync += [g.eq(0), t.eq(0), co_base.eq(0), co_o.eq(0), issuing.eq(1),
+                            m.d.sync += [g.eq(0), t.eq(0), og.eq(0), co_base.eq(0), co_o.eq(0), issuing.eq(1),
                                          draining.eq(0), d.eq(0), v1.eq(0), v2.eq(0), dv_r.eq(0)]
                             m.next = "MAC"
                         with m.Elif(is_dw):
@@ -619,8 +627,7 @@ class Engine(wiring.Component):
                     with m.Case(4):  # depthwise taps (bilinear: 4 neighbours each)
                         m.d.comb += [b_rd.addr.eq(Mux(is_dwb, tap_t << 1, 0)), b_rd2.addr.eq((tap_t << 1) + 1)]
                         with m.If(tap_i == 3):
-                            m.d.sync += [phase.eq(2), feed.eq(0), co_o.eq(0)]
-                            m.next = "DWRQ"
+                            m.d.sync += phase.eq(2)
                         with m.Else():
                             with m.If(~is_dwb | (nb == 3)):
                                 m.d.sync += nb.eq(0)
@@ -679,7 +686,7 @@ class Engine(wiring.Component):
                 dw_w = Signal(signed(8))
                 m.d.comb += dw_w.eq(dw_word.weights.as_value().word_select(tap_r, 8))
                 dw_sum = Signal(signed(cfg.acc_bits))
-                m.d.comb += dw_sum.eq(acc_rd.data + dw_w * coef_r * element(byte, desc.src.signed))
+                m.d.comb += dw_sum.eq(acc_now + dw_w * coef_r * element(byte, desc.src.signed))
                 with m.If(byte_valid):
                     m.d.sync += [pos.eq(pos + 1), cs_phase.eq(cs_next)]
                     with m.If(cs_phase == 0):
@@ -691,7 +698,8 @@ class Engine(wiring.Component):
                         with m.Else():
                             a_write(move_base + ch, byte, ~is_pool | first | bigger)
                     with m.If(last_pos):
-                        m.d.sync += first.eq(0)
+                        with m.If(sel == 0):
+                            m.d.sync += first.eq(0)
                         m.next = "SEQ"
             with state("WCMD"):
                 m.d.comb += [writer.cmd_valid.eq(~on_chip), writer.cmd_addr.eq(move_addr), writer.cmd_bytes.eq(span),
@@ -706,8 +714,17 @@ class Engine(wiring.Component):
                              radd.a.valid.eq(is_add & (feed < ci)), radd.b.valid.eq(is_add & (feed < ci))]
                 with m.If(radd.a.valid & radd.a.ready):
                     m.d.sync += feed.eq(feed + 1)
-                src_valid = Mux(is_add, radd.o.valid, 1)
-                src_byte = Mux(is_add, radd.o.payload[0][:8], Mux(is_conv | is_dw, b_rd.data, a_byte))
+                # depthwise: every channel's accumulator through requant, straight into the span
+                m.d.comb += [acc_rd.addr.eq(feed), dw_rd.addr.eq(feed),
+                             requant.i.payload[0].acc.eq(acc_now),
+                             requant.i.payload[0].requant.bias.eq(dw_word.bias),
+                             requant.i.payload[0].requant.m.eq(dw_word.m), requant.i.payload[0].requant.s.eq(dw_word.s),
+                             requant.i.valid.eq(is_dw & (feed < ci))]
+                with m.If(requant.i.valid & requant.i.ready):
+                    m.d.sync += feed.eq(feed + 1)
+                src_valid = Mux(is_add, radd.o.valid, Mux(is_dw, requant.o.valid, 1))
+                src_byte = Mux(is_add, radd.o.payload[0][:8],
+                               Mux(is_dw, requant.o.payload[0][:8], Mux(is_conv, b_rd.data, a_byte)))
                 take = cs_phase == 0
                 # the span's items to DDR (the write DMA) or to the scratchpad: one path
                 item_valid = Signal()
@@ -717,33 +734,14 @@ class Engine(wiring.Component):
                 for sink in (writer.i, scratch.i):
                     m.d.comb += [sink.payload.data.eq(Mux(take, src_byte, 0)), sink.payload.strobe.eq(take)]
                 m.d.comb += [writer.i.valid.eq(item_valid & ~on_chip), scratch.i.valid.eq(item_valid & on_chip),
-                             radd.o.ready.eq(is_add & take & item_ready)]
+                             radd.o.ready.eq(is_add & take & item_ready),
+                             requant.o.ready.eq(~is_dw | (take & item_ready))]
                 with m.If(item_valid & item_ready):
                     m.d.sync += [pos.eq(pos + 1), cs_phase.eq(cs_next)]
                     with m.If(take):
                         m.d.sync += ch.eq(ch + 1)
                     with m.If(last_pos):
                         m.next = "SEQ"
-            with state("DWCLR"):
-                m.d.comb += [acc_wr.addr.eq(ch), acc_wr.data.eq(0), acc_wr.en.eq(1)]
-                m.d.sync += ch.eq(ch + 1)
-                with m.If(ch == ci - 1):
-                    m.next = "SEQ"
-            with state("DWRQ"):
-                # requant every channel's accumulator into B
-                m.d.comb += [acc_rd.addr.eq(feed), dw_rd.addr.eq(feed),
-                             requant.i.payload[0].acc.eq(acc_rd.data),
-                             requant.i.payload[0].requant.bias.eq(dw_word.bias),
-                             requant.i.payload[0].requant.m.eq(dw_word.m), requant.i.payload[0].requant.s.eq(dw_word.s),
-                             requant.i.valid.eq(feed < ci)]
-                with m.If(requant.i.valid & requant.i.ready):
-                    m.d.sync += feed.eq(feed + 1)
-                m.d.comb += [b_wr.addr.eq(co_o), b_wr.data.eq(requant.o.payload[0][:8]),
-                             b_wr.en.eq(requant.o.valid)]
-                with m.If(requant.o.valid):
-                    m.d.sync += co_o.eq(co_o + 1)
-                with m.If(co_o == ci):
-                    m.next = "SEQ"
             with state("ZFILL"):
                 a_write(move_base + ch, Const(0, 8))
                 m.d.sync += ch.eq(ch + 1)
@@ -752,18 +750,26 @@ class Engine(wiring.Component):
             with state("MAC"):
                 # the PE array: pe_co output lanes x pe_ci im2col columns per cycle, one tile
                 # per cycle, a 3-stage pipeline: issue (A word g, tile t) -> row . columns per
-                # lane -> accumulate; a finished output group drains through requant, one
-                # channel per cycle, while issuing waits.
-                m.d.comb += [a_rd.addr.eq(g), wt_rd.addr.eq(t)]
-                m.d.sync += [v1.eq(issuing), last1.eq(g == cig - 1), first1.eq(g == 0)]
+                # lane -> accumulate. A finished output group is copied to `held` and drains
+                # through requant, one channel per cycle, while the next group issues; only
+                # a group's last column waits until `held` is free (no finished group in the
+                # pipeline, the drain in its last cycle or over).
+                last_drain = draining & ((d == cfg.pe_co - 1) | (co_base + d == co - 1))
+                hold_busy = (draining & ~last_drain) | (v1 & last1) | (v2 & last2)
+                issue = Signal()
+                m.d.comb += [issue.eq(issuing & ((g != cig - 1) | ~hold_busy)),
+                             a_rd.addr.eq(g), wt_rd.addr.eq(t)]
+                m.d.sync += [v1.eq(issue), last1.eq(g == cig - 1), first1.eq(g == 0)]
                 for c in range(cfg.pe_ci):
                     byte = a_rd.data.word_select(c, 8)
                     inside = (g << lg_ci) + c < ci_eff      # columns past k*k*C_in are 0
                     m.d.sync += x_r[c].eq(Mux(inside, Mux(desc.src.signed, byte.as_signed(), byte), 0))
-                with m.If(issuing):
+                with m.If(issue):
                     m.d.sync += t.eq(t + 1)
                     with m.If(g == cig - 1):
-                        m.d.sync += [g.eq(0), issuing.eq(0)]
+                        m.d.sync += [g.eq(0), og.eq(og + 1)]
+                        with m.If(og == cog - 1):
+                            m.d.sync += issuing.eq(0)
                     with m.Else():
                         m.d.sync += g.eq(g + 1)
                 tile = data.View(data.ArrayLayout(data.ArrayLayout(signed(8), cfg.pe_ci), cfg.pe_co), wt_rd.data)
@@ -775,21 +781,19 @@ class Engine(wiring.Component):
                         total = Signal(signed(cfg.acc_bits), name=f"total{r}")
                         m.d.comb += total.eq(Mux(first2, 0, acc[r]) + dot[r])
                         m.d.sync += acc[r].eq(total)
+                        with m.If(last2):
+                            m.d.sync += held[r].eq(total)
                     with m.If(last2):
                         m.d.sync += [draining.eq(1), d.eq(0)]
-                # drain: channel co_base + d of the finished group into requant (issuing waits,
-                # so acc holds the group until the next group's first accumulate)
+                # drain: channel co_base + d of the finished group into requant
                 m.d.comb += rq_rd.addr.eq(co_base + d)
                 m.d.sync += [dv_r.eq(draining), d_r.eq(d)]
-                with m.If(draining):
-                    with m.If((d == cfg.pe_co - 1) | (co_base + d == co - 1)):
-                        m.d.sync += [draining.eq(0), co_base.eq(co_base + cfg.pe_co)]
-                        with m.If(co_base + d != co - 1):
-                            m.d.sync += issuing.eq(1)
-                    with m.Else():
-                        m.d.sync += d.eq(d + 1)
+                with m.If(last_drain):
+                    m.d.sync += [draining.eq(0), co_base.eq(co_base + cfg.pe_co)]
+                with m.Elif(draining):
+                    m.d.sync += d.eq(d + 1)
                 rq = data.View(rq_layout, rq_rd.data)
-                m.d.comb += [requant.i.payload[0].acc.eq(acc[d_r]), requant.i.payload[0].requant.bias.eq(rq.bias),
+                m.d.comb += [requant.i.payload[0].acc.eq(held[d_r]), requant.i.payload[0].requant.bias.eq(rq.bias),
                              requant.i.payload[0].requant.m.eq(rq.m), requant.i.payload[0].requant.s.eq(rq.s),
                              requant.i.valid.eq(dv_r)]
                 m.d.comb += [b_wr.addr.eq(co_o), b_wr.data.eq(requant.o.payload[0][:8]),
@@ -828,8 +832,7 @@ class Engine(wiring.Component):
         exec_state = (fsm.ongoing("SEQ") | fsm.ongoing("ADDR") | fsm.ongoing("RCMD") | fsm.ongoing("RDATA")
                       | fsm.ongoing("WCMD") | fsm.ongoing("WDATA") | fsm.ongoing("ZFILL") | fsm.ongoing("MAC")
                       | fsm.ongoing("LOADW") | fsm.ongoing("LOADW_DATA") | fsm.ongoing("LOADRQ")
-                      | fsm.ongoing("LOADRQ_DATA") | fsm.ongoing("LOADDW") | fsm.ongoing("LOADDW_DATA")
-                      | fsm.ongoing("DWCLR") | fsm.ongoing("DWRQ"))
+                      | fsm.ongoing("LOADRQ_DATA") | fsm.ongoing("LOADDW") | fsm.ongoing("LOADDW_DATA"))
         m.d.comb += [self.busy.eq(busy_state),
                      self.unit_busy.pool.eq(exec_state & is_pool), self.unit_busy.add.eq(exec_state & is_add),
                      self.unit_busy.pw.eq(exec_state & is_conv), self.unit_busy.dw.eq(exec_state & is_dw),

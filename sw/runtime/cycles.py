@@ -16,10 +16,12 @@ walks its controller's states and adds them up (nothing overlaps). Per descripto
   count follows the span's byte address, so alignment is exact); table loads (weights,
   requant words, depthwise words) are one read span each;
 * **steps** (``SEQ``): one cycle per tap and per phase of each output pixel;
-* **compute**: PE layers issue ``ceil(k*k*C_in/pe_ci)`` cycles per output group, then
-  :data:`MAC_PIPELINE_CYCLES` of pipeline and one drain cycle per channel, plus
+* **compute**: PE layers issue ``ceil(k*k*C_in/pe_ci)`` cycles per output group and drain
+  one channel per cycle while the next group issues (:func:`mac_cycles`), plus
   :data:`REQUANT_TAIL_CYCLES` per pixel; padded taps zero-fill ``C_in`` cycles; depthwise
-  layers clear and requant ``C`` accumulators per pixel (``2*C`` cycles plus the tail).
+  layers stream their accumulators through requant into the store span
+  (:data:`DW_PIXEL_CYCLES` per pixel; a pixel's first tap overwrites the accumulators, so
+  there is no clear pass).
 
 Deformable layers depend on their maps: the RTL skips a square layer's taps outside the
 image and a bilinear layer's neighbours outside it or with a zero weight. Given the map's
@@ -62,6 +64,9 @@ MAC_PIPELINE_CYCLES = 2
 #: Per output pixel after the last drain: the requant pipeline, its last result into B,
 #: and the check that all C_out results are in.
 REQUANT_TAIL_CYCLES = REQUANT_LATENCY + 2
+#: Depthwise, per output pixel besides its taps: the ``SEQ`` steps and the requant pipeline
+#: ahead of the store span's first byte (the accumulators stream through requant into it).
+DW_PIXEL_CYCLES = REQUANT_LATENCY + 4
 #: ``SEQ`` visits per pixel besides one per tap: COPY 3 (read, store, next pixel), ADD 4
 #: (read, read, store, next), max pool 3 (end of taps, store, next), PE layers 4 (end of
 #: taps, MAC entry, store, next). Depthwise layers: 4 plus one at the end of the taps.
@@ -134,6 +139,18 @@ class _Spans:
         self.read_bytes += beats * self.beat
 
 
+def mac_cycles(cig: int, drains: list[int]) -> int:
+    """Cycles of the PE array's ``MAC`` state for one output pixel, up to its last drain.
+
+    Output group ``n`` issues ``cig`` columns and drains ``drains[n]`` channels. The next
+    group issues while the previous one drains, except its last column, which waits until
+    the drain register is free; so consecutive groups are ``max(cig, drains[n] + 2)``
+    cycles apart, and the last group adds its issue, :data:`MAC_PIPELINE_CYCLES` and its drain.
+    """
+    spacing = sum(max(cig, dn + MAC_PIPELINE_CYCLES) for dn in drains[:-1])
+    return spacing + cig + MAC_PIPELINE_CYCLES + drains[-1]
+
+
 def _taps(out: int, stride: int, first: int, step: int, size: int) -> np.ndarray:
     """Input coordinates ``o*stride + first + step`` of outputs ``0..out-1`` inside ``[0, size)``."""
     pos = np.arange(out) * stride + first + step
@@ -161,7 +178,7 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
         ``{"unit", "cycles", "compute_cycles", "dma_cycles", "fetch_cycles", "ddr_bytes",
         "ddr_read_bytes", "ddr_write_bytes", "scratch_bytes", "macs"}``: ``cycles`` =
         fetch + spans (``dma_cycles``) + the rest (``compute_cycles``: steps, MAC issue and
-        drain, zero fill, accumulator clear and requant); bytes as the RTL's DMA counters
+        drain, zero fill, the depthwise requant wait); bytes as the RTL's DMA counters
         count them (whole beats read, strobed bytes written); ``macs`` of the layer.
     """
     op = Opcode(int(d["opcode"]))
@@ -210,7 +227,7 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
             s.move(dst, oy, ox, ci, write=True)
         else:
             unit = "pe_array"
-            per_pixel = sum(cig + MAC_PIPELINE_CYCLES + min(cfg.pe_co, co - g * cfg.pe_co) for g in range(cog))
+            per_pixel = mac_cycles(cig, [min(cfg.pe_co, co - g * cfg.pe_co) for g in range(cog)])
             compute += padded * ci + npx * (per_pixel + REQUANT_TAIL_CYCLES)
             s.move(dst, oy, ox, co, write=True)
             s.table(cig * cog * weight_tile_bytes(cfg, int(d["w_bits"])))
@@ -220,7 +237,7 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
         unit = "depthwise"
         band = int(d.get("band_top", 0))
         s.table(ci * 16)
-        compute += npx * (2 * ci + REQUANT_TAIL_CYCLES + 4)      # clear, requant, 4 steps
+        compute += npx * DW_PIXEL_CYCLES
         if op == Opcode.DW_REGULAR:
             compute += 10 * npx                                    # 9 taps + end of taps
             for i in range(3):

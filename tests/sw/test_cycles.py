@@ -18,6 +18,7 @@ from convforge.sw.runtime.cycles import (
     deform_taps,
     descriptor_figures,
     frame_figures,
+    mac_cycles,
 )
 
 
@@ -43,7 +44,8 @@ def test_pointwise_layer_adds_up_its_spans_mac_groups_and_tables():
     tiles, wbytes, rqbytes = 4 * 3, 4 * 3 * 128, 48 * 8
     tables = sum(1 + coeff.read_latency + b + (b // beat - 1) * BEAT_BUBBLE_CYCLES for b in (wbytes, rqbytes))
     assert f["dma_cycles"] == reads + writes + tables
-    groups = 3 * (4 + MAC_PIPELINE_CYCLES + 16)
+    # 3 output groups of 4 columns: the next group issues while the previous drains its 16
+    groups = 2 * (16 + MAC_PIPELINE_CYCLES) + 4 + MAC_PIPELINE_CYCLES + 16
     steps = 5                                 # one tap + 4 pixel phases
     assert f["compute_cycles"] == max(4, 3) + 1 + npx * (steps + groups + REQUANT_TAIL_CYCLES)
     assert f["fetch_cycles"] == coeff.read_latency + DESCRIPTOR_BYTES + 7 * BEAT_BUBBLE_CYCLES + 7
@@ -123,3 +125,11 @@ def test_deformable_taps_follow_the_map():
     more = descriptor_figures(sq, cfg, taps=deform_taps(sq, np.zeros((6, 6), dtype=np.uint8)))
     fewer = descriptor_figures(sq, cfg, taps=far)
     assert more["cycles"] > fewer["cycles"] and more["compute_cycles"] == fewer["compute_cycles"]
+
+
+def test_mac_groups_overlap_the_drain_with_the_next_issue():
+    # short groups: the drain (plus the pipeline) spaces them; long groups: their issue does
+    assert mac_cycles(2, [16, 16, 5]) == 2 * (16 + MAC_PIPELINE_CYCLES) + 2 + MAC_PIPELINE_CYCLES + 5
+    assert mac_cycles(30, [16, 16]) == 30 + 30 + MAC_PIPELINE_CYCLES + 16
+    # one group: issue, pipeline, drain -- nothing to overlap
+    assert mac_cycles(7, [3]) == 7 + MAC_PIPELINE_CYCLES + 3
