@@ -423,7 +423,6 @@ class Engine(wiring.Component):
         g = Signal(range(cfg.max_channels // cfg.pe_ci + 2))   # input group (pe_ci im2col columns)
         t = Signal(range(cfg.weight_depth + 1))                # tile (output group major)
         co_base = Signal(range(cfg.max_channels + cfg.pe_co + 1))
-        co_o = Signal(range(cfg.max_channels + 1))
         issuing, v1, last1, first1, v2, last2, first2 = (Signal(name=n) for n in
                                                          ("issuing", "v1", "last1", "first1", "v2", "last2", "first2"))
         lanes = data.ArrayLayout(signed(cfg.acc_bits), cfg.pe_co)
@@ -433,7 +432,8 @@ class Engine(wiring.Component):
         held = Signal(lanes)                                   # the finished group, while it drains
         og = Signal(range(cfg.max_channels // cfg.pe_co + 2))  # output group being issued
         draining, dv_r = Signal(), Signal()
-        d, d_r = Signal(range(cfg.pe_co)), Signal(range(cfg.pe_co))
+        d = Signal(range(cfg.pe_co))                           # channel of `held` being drained
+        drain_acc = Signal(signed(cfg.acc_bits))               # the drain stage's accumulator
         pos_tile = Signal(range(cfg.weight_depth + 1))
         m.d.sync += stage_full.eq(0)
         with m.If(stage_full):
@@ -468,6 +468,27 @@ class Engine(wiring.Component):
         def start_move(selector, y, x):
             m.d.sync += [sel.eq(selector), my.eq(y), mx.eq(x)]
             m.next = "ADDR"
+
+        def store_item(src_valid, src_byte) -> Signal:
+            """Offer the store span its next item: the channel byte ``src_byte`` (when
+            ``src_valid``) or a hole (channel stride > 1), to DDR (the write DMA) or to the
+            scratchpad, one path; go to SEQ after the span's last item. Returns the signal
+            that is high when a channel byte is taken this cycle."""
+            take = cs_phase == 0
+            item_valid, item_ready, taken = Signal(), Signal(), Signal()
+            m.d.comb += [item_valid.eq(Mux(take, src_valid, 1)),
+                         item_ready.eq(Mux(on_chip, scratch.i.ready, writer.i.ready)),
+                         taken.eq(take & item_valid & item_ready)]
+            for sink in (writer.i, scratch.i):
+                m.d.comb += [sink.payload.data.eq(Mux(take, src_byte, 0)), sink.payload.strobe.eq(take)]
+            m.d.comb += [writer.i.valid.eq(item_valid & ~on_chip), scratch.i.valid.eq(item_valid & on_chip)]
+            with m.If(item_valid & item_ready):
+                m.d.sync += [pos.eq(pos + 1), cs_phase.eq(cs_next)]
+                with m.If(take):
+                    m.d.sync += ch.eq(ch + 1)
+                with m.If(last_pos):
+                    m.next = "SEQ"
+            return taken
 
         @contextmanager
         def state(name: str) -> Iterator[None]:
@@ -615,9 +636,10 @@ class Engine(wiring.Component):
                     with m.Case(1):
                         m.d.sync += phase.eq(2)
                         with m.If(is_conv):
-                            m.d.sync += [g.eq(0), t.eq(0), og.eq(0), co_base.eq(0), co_o.eq(0), issuing.eq(1),
-                                         draining.eq(0), d.eq(0), v1.eq(0), v2.eq(0), dv_r.eq(0)]
-                            m.next = "MAC"
+                            # the store span opens first: the MAC state drains into it
+                            m.d.sync += [g.eq(0), t.eq(0), og.eq(0), co_base.eq(0), issuing.eq(1),
+                                         draining.eq(0), d.eq(0), v1.eq(0), v2.eq(0), dv_r.eq(0), phase.eq(3)]
+                            start_move(2, oy, ox)
                         with m.Elif(is_dw):
                             m.d.sync += [phase.eq(4), tap_i.eq(0), tap_j.eq(0), nb.eq(0)]
                             with m.If(~is_dwr):
@@ -706,6 +728,8 @@ class Engine(wiring.Component):
                              scratch.wr_valid.eq(on_chip), scratch.wr_addr.eq(move_addr), scratch.wr_bytes.eq(span)]
                 with m.If(Mux(on_chip, scratch.wr_ready, writer.cmd_ready)):
                     m.next = "WDATA"
+                    with m.If(is_conv):
+                        m.next = "MAC"
             with state("WDATA"):
                 # the source of channel bytes: ADD's pipeline, else buffer A in order
                 m.d.comb += b_rd.addr.eq(Mux(is_add, feed, ch))
@@ -723,25 +747,9 @@ class Engine(wiring.Component):
                 with m.If(requant.i.valid & requant.i.ready):
                     m.d.sync += feed.eq(feed + 1)
                 src_valid = Mux(is_add, radd.o.valid, Mux(is_dw, requant.o.valid, 1))
-                src_byte = Mux(is_add, radd.o.payload[0][:8],
-                               Mux(is_dw, requant.o.payload[0][:8], Mux(is_conv, b_rd.data, a_byte)))
-                take = cs_phase == 0
-                # the span's items to DDR (the write DMA) or to the scratchpad: one path
-                item_valid = Signal()
-                item_ready = Signal()
-                m.d.comb += [item_valid.eq(Mux(take, src_valid, 1)),
-                             item_ready.eq(Mux(on_chip, scratch.i.ready, writer.i.ready))]
-                for sink in (writer.i, scratch.i):
-                    m.d.comb += [sink.payload.data.eq(Mux(take, src_byte, 0)), sink.payload.strobe.eq(take)]
-                m.d.comb += [writer.i.valid.eq(item_valid & ~on_chip), scratch.i.valid.eq(item_valid & on_chip),
-                             radd.o.ready.eq(is_add & take & item_ready),
-                             requant.o.ready.eq(~is_dw | (take & item_ready))]
-                with m.If(item_valid & item_ready):
-                    m.d.sync += [pos.eq(pos + 1), cs_phase.eq(cs_next)]
-                    with m.If(take):
-                        m.d.sync += ch.eq(ch + 1)
-                    with m.If(last_pos):
-                        m.next = "SEQ"
+                src_byte = Mux(is_add, radd.o.payload[0][:8], Mux(is_dw, requant.o.payload[0][:8], a_byte))
+                taken = store_item(src_valid, src_byte)
+                m.d.comb += [radd.o.ready.eq(is_add & taken), requant.o.ready.eq(~is_dw | taken)]
             with state("ZFILL"):
                 a_write(move_base + ch, Const(0, 8))
                 m.d.sync += ch.eq(ch + 1)
@@ -751,11 +759,14 @@ class Engine(wiring.Component):
                 # the PE array: pe_co output lanes x pe_ci im2col columns per cycle, one tile
                 # per cycle, a 3-stage pipeline: issue (A word g, tile t) -> row . columns per
                 # lane -> accumulate. A finished output group is copied to `held` and drains
-                # through requant, one channel per cycle, while the next group issues; only
-                # a group's last column waits until `held` is free (no finished group in the
-                # pipeline, the drain in its last cycle or over).
+                # through requant straight into the store span (opened before this state),
+                # one channel per cycle as the span takes them, while the next group issues;
+                # only a group's last column waits until `held` is free (no finished group
+                # in the pipeline, the drain's last channel read or the drain over).
+                drain_adv = Signal()            # the drain stage moves (requant takes its vector)
+                m.d.comb += drain_adv.eq(~dv_r | requant.i.ready)
                 last_drain = draining & ((d == cfg.pe_co - 1) | (co_base + d == co - 1))
-                hold_busy = (draining & ~last_drain) | (v1 & last1) | (v2 & last2)
+                hold_busy = (draining & ~(last_drain & drain_adv)) | (v1 & last1) | (v2 & last2)
                 issue = Signal()
                 m.d.comb += [issue.eq(issuing & ((g != cig - 1) | ~hold_busy)),
                              a_rd.addr.eq(g), wt_rd.addr.eq(t)]
@@ -785,23 +796,21 @@ class Engine(wiring.Component):
                             m.d.sync += held[r].eq(total)
                     with m.If(last2):
                         m.d.sync += [draining.eq(1), d.eq(0)]
-                # drain: channel co_base + d of the finished group into requant
-                m.d.comb += rq_rd.addr.eq(co_base + d)
-                m.d.sync += [dv_r.eq(draining), d_r.eq(d)]
-                with m.If(last_drain):
-                    m.d.sync += [draining.eq(0), co_base.eq(co_base + cfg.pe_co)]
-                with m.Elif(draining):
-                    m.d.sync += d.eq(d + 1)
+                # drain: channel co_base + d of the finished group (its accumulator and requant
+                # word) into the drain stage, then into requant; the stage holds while requant
+                # is back-pressured by the store span
+                m.d.comb += [rq_rd.addr.eq(co_base + d), rq_rd.en.eq(drain_adv)]
+                with m.If(drain_adv):
+                    m.d.sync += [dv_r.eq(draining), drain_acc.eq(held[d])]
+                    with m.If(last_drain):
+                        m.d.sync += [draining.eq(0), co_base.eq(co_base + cfg.pe_co)]
+                    with m.Elif(draining):
+                        m.d.sync += d.eq(d + 1)
                 rq = data.View(rq_layout, rq_rd.data)
-                m.d.comb += [requant.i.payload[0].acc.eq(held[d_r]), requant.i.payload[0].requant.bias.eq(rq.bias),
+                m.d.comb += [requant.i.payload[0].acc.eq(drain_acc), requant.i.payload[0].requant.bias.eq(rq.bias),
                              requant.i.payload[0].requant.m.eq(rq.m), requant.i.payload[0].requant.s.eq(rq.s),
                              requant.i.valid.eq(dv_r)]
-                m.d.comb += [b_wr.addr.eq(co_o), b_wr.data.eq(requant.o.payload[0][:8]),
-                             b_wr.en.eq(requant.o.valid)]
-                with m.If(requant.o.valid):
-                    m.d.sync += co_o.eq(co_o + 1)
-                with m.If(co_o == co):
-                    m.next = "SEQ"
+                m.d.comb += requant.o.ready.eq(store_item(requant.o.valid, requant.o.payload[0][:8]))
             with state("BARRIER"):
                 with m.If(writer.idle):
                     with m.If(idx + 1 == n_desc):

@@ -61,16 +61,18 @@ BEAT_BUBBLE_CYCLES = 1
 SCRATCH_READ_LATENCY = 1
 #: PE array: cycles from an output group's last issue to its first drain (2 pipeline stages).
 MAC_PIPELINE_CYCLES = 2
-#: Per output pixel after the last drain: the requant pipeline, its last result into B,
-#: and the check that all C_out results are in.
-REQUANT_TAIL_CYCLES = REQUANT_LATENCY + 2
+#: Per output pixel after the last drain: the requant pipeline and the store span's last item.
+REQUANT_TAIL_CYCLES = REQUANT_LATENCY + 1
+#: PE layers: cycles from the ``MAC`` state's entry to the first output byte the store span
+#: can take, besides the first group's issue (pipeline, drain stage, requant).
+STORE_LEAD_CYCLES = 7
 #: Depthwise, per output pixel besides its taps: the ``SEQ`` steps and the requant pipeline
 #: ahead of the store span's first byte (the accumulators stream through requant into it).
 DW_PIXEL_CYCLES = REQUANT_LATENCY + 4
 #: ``SEQ`` visits per pixel besides one per tap: COPY 3 (read, store, next pixel), ADD 4
-#: (read, read, store, next), max pool 3 (end of taps, store, next), PE layers 4 (end of
-#: taps, MAC entry, store, next). Depthwise layers: 4 plus one at the end of the taps.
-_STEPS = {Opcode.COPY: 3, Opcode.ADD: 4, Opcode.MAXPOOL: 3, Opcode.CONV_PW: 4, Opcode.CONV_KXK: 4}
+#: (read, read, store, next), max pool 3 (end of taps, store, next), PE layers 3 (end of
+#: taps, store span + MAC, next). Depthwise layers: 4 plus one at the end of the taps.
+_STEPS = {Opcode.COPY: 3, Opcode.ADD: 4, Opcode.MAXPOOL: 3, Opcode.CONV_PW: 3, Opcode.CONV_KXK: 3}
 
 
 @dataclass(frozen=True)
@@ -103,30 +105,45 @@ class _Spans:
         self.write_bytes = 0        # strobed bytes, as DMA_WR_BYTES counts them
         self.scratch_bytes = 0
 
+    def _data(self, view: dict[str, Any], ys: np.ndarray, xs: np.ndarray, channels: int, write: bool,
+              paired: bool) -> np.ndarray:
+        """Data cycles of each span (one per pixel of ``ys x xs``, or per pair with ``paired``):
+        its bytes plus one bubble per AXI beat after the first (none on the scratchpad);
+        counts the bytes moved."""
+        span = (channels - 1) * int(view.get("channel_stride", 1) or 1) + 1
+        n = xs.size if paired else ys.size * xs.size
+        if int(view.get("onchip", 0)):
+            self.scratch_bytes += n * channels
+            return np.full(n, span)
+        up = int(view.get("upsample", 0))
+        start = int(view.get("offset", 0)) + int(view.get("channel_offset", 0))
+        rows = (ys >> up) if paired else (ys >> up)[:, None]
+        lead = (start + rows * int(view.get("row_stride", 0))
+                + (xs >> up)[None, :] * int(view.get("pixel_stride", 0))) % self.beat
+        beats = ((lead + span + self.beat - 1) // self.beat).reshape(-1)
+        if write:
+            self.write_bytes += n * channels
+        else:
+            self.read_bytes += int(beats.sum()) * self.beat
+        return span + (beats - 1) * BEAT_BUBBLE_CYCLES
+
     def move(self, view: dict[str, Any], ys: np.ndarray, xs: np.ndarray, channels: int, write: bool = False,
              paired: bool = False) -> None:
         """One span per pixel of ``ys x xs`` (rows, columns of the view's logical image); with
         ``paired``, one span per pair ``(ys[i], xs[i])``."""
         if ys.size == 0 or xs.size == 0 or channels <= 0:
             return
-        span = (channels - 1) * int(view.get("channel_stride", 1) or 1) + 1
-        n = xs.size if paired else ys.size * xs.size
-        if int(view.get("onchip", 0)):
-            self.cycles += n * (SPAN_SETUP_CYCLES + span + (0 if write else SCRATCH_READ_LATENCY))
-            self.scratch_bytes += n * channels
-            return
-        up = int(view.get("upsample", 0))
-        start = int(view.get("offset", 0)) + int(view.get("channel_offset", 0))
-        rows = (ys >> up) if paired else (ys >> up)[:, None]
-        lead = (start + rows * int(view.get("row_stride", 0))
-                + (xs >> up)[None, :] * int(view.get("pixel_stride", 0))) % self.beat
-        beats = int(((lead + span + self.beat - 1) // self.beat).sum())
-        self.cycles += n * (SPAN_SETUP_CYCLES + span) + (beats - n) * BEAT_BUBBLE_CYCLES
-        if write:
-            self.write_bytes += n * channels
-        else:
-            self.cycles += n * self.coeff.read_latency
-            self.read_bytes += beats * self.beat
+        per_span = self._data(view, ys, xs, channels, write, paired)
+        latency = 0 if write else (SCRATCH_READ_LATENCY if int(view.get("onchip", 0)) else self.coeff.read_latency)
+        self.cycles += int(per_span.sum()) + per_span.size * (SPAN_SETUP_CYCLES + latency)
+
+    def store(self, view: dict[str, Any], ys: np.ndarray, xs: np.ndarray, channels: int) -> np.ndarray:
+        """A store span per pixel of ``ys x xs`` whose data phase overlaps compute (the PE
+        array drains into it): counts its set-up cycles and bytes, returns each span's data
+        cycles for the caller to overlap."""
+        per_span = self._data(view, ys, xs, channels, True, False)
+        self.cycles += per_span.size * SPAN_SETUP_CYCLES
+        return per_span
 
     def move_at(self, view: dict[str, Any], ys: np.ndarray, xs: np.ndarray, channels: int) -> None:
         """One read span per position ``(ys[i], xs[i])`` (paired coordinates)."""
@@ -228,8 +245,9 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
         else:
             unit = "pe_array"
             per_pixel = mac_cycles(cig, [min(cfg.pe_co, co - g * cfg.pe_co) for g in range(cog)])
-            compute += padded * ci + npx * (per_pixel + REQUANT_TAIL_CYCLES)
-            s.move(dst, oy, ox, co, write=True)
+            # the drain streams into the store span: the slower of the two sets the pace
+            store = s.store(dst, oy, ox, co)
+            compute += padded * ci + int(np.maximum(per_pixel + REQUANT_TAIL_CYCLES, cig + STORE_LEAD_CYCLES + store).sum())
             s.table(cig * cog * weight_tile_bytes(cfg, int(d["w_bits"])))
             s.table(co * 8)
             macs = npx * k * k * ci * co

@@ -14,6 +14,7 @@ from convforge.sw.runtime.cycles import (
     MAC_PIPELINE_CYCLES,
     REQUANT_TAIL_CYCLES,
     SPAN_SETUP_CYCLES,
+    STORE_LEAD_CYCLES,
     CycleCoefficients,
     deform_taps,
     descriptor_figures,
@@ -40,19 +41,36 @@ def test_pointwise_layer_adds_up_its_spans_mac_groups_and_tables():
     npx, beat = 64, 16
     # per pixel: 64 input bytes (4 beats) and 48 output bytes (3 beats), both beat-aligned
     reads = npx * (SPAN_SETUP_CYCLES + coeff.read_latency + 64 + 3 * BEAT_BUBBLE_CYCLES)
-    writes = npx * (SPAN_SETUP_CYCLES + 48 + 2 * BEAT_BUBBLE_CYCLES)
+    writes = npx * SPAN_SETUP_CYCLES          # the store's data phase overlaps the MAC state
     tiles, wbytes, rqbytes = 4 * 3, 4 * 3 * 128, 48 * 8
     tables = sum(1 + coeff.read_latency + b + (b // beat - 1) * BEAT_BUBBLE_CYCLES for b in (wbytes, rqbytes))
     assert f["dma_cycles"] == reads + writes + tables
     # 3 output groups of 4 columns: the next group issues while the previous drains its 16
     groups = 2 * (16 + MAC_PIPELINE_CYCLES) + 4 + MAC_PIPELINE_CYCLES + 16
-    steps = 5                                 # one tap + 4 pixel phases
+    steps = 4                                 # one tap + 3 pixel phases
+    # the drain streams into the store span: 48 bytes + 2 bubbles, which the drain outlasts
+    store = 4 + STORE_LEAD_CYCLES + 48 + 2 * BEAT_BUBBLE_CYCLES
+    assert store < groups + REQUANT_TAIL_CYCLES
     assert f["compute_cycles"] == max(4, 3) + 1 + npx * (steps + groups + REQUANT_TAIL_CYCLES)
     assert f["fetch_cycles"] == coeff.read_latency + DESCRIPTOR_BYTES + 7 * BEAT_BUBBLE_CYCLES + 7
     assert f["cycles"] == f["fetch_cycles"] + f["dma_cycles"] + f["compute_cycles"]
     assert f["macs"] == npx * 64 * 48 and tiles == 12
     assert f["ddr_read_bytes"] == npx * 64 + wbytes + rqbytes + DESCRIPTOR_BYTES
     assert f["ddr_write_bytes"] == npx * 48
+
+
+def test_a_store_slower_than_the_drain_sets_the_pace():
+    cfg = EngineConfig()
+    d = _pw_descriptor(ci=16, co=48)
+    packed = descriptor_figures(d, cfg)
+    # channel stride 2 (a channel shuffle's store): 95 items per pixel, more than the drain's
+    strided = descriptor_figures({**d, "dst": {**d["dst"], "channel_stride": 2, "pixel_stride": 96,
+                                               "row_stride": 96 * 8}}, cfg)
+    store = 1 + STORE_LEAD_CYCLES + 95 + 5 * BEAT_BUBBLE_CYCLES      # 95 bytes from aligned: 6 beats
+    drain = 2 * (16 + MAC_PIPELINE_CYCLES) + 1 + MAC_PIPELINE_CYCLES + 16 + REQUANT_TAIL_CYCLES
+    assert store > drain
+    assert strided["compute_cycles"] - packed["compute_cycles"] == 64 * (store - drain)
+    assert strided["ddr_write_bytes"] == packed["ddr_write_bytes"]
 
 
 def test_misaligned_spans_cost_a_bubble_per_extra_beat_and_onchip_spans_have_no_beats():
