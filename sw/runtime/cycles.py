@@ -32,7 +32,7 @@ the undeformed bilinear tap. Every other descriptor depends on its fields only.
 
 Measured against the RTL (Verilator, cocotbext-axi ``AxiRam`` without pauses, every
 descriptor run alone on the buffer it sees in its frame; ``tests/sim/test_accel.py``):
-every non-deformable layer within 3 %, and ``benchmarks/results.json`` ``cycle_model``.
+every non-deformable layer within 2 %, and ``benchmarks/results.json`` ``cycle_model``.
 
 The DDR port is never the bound of this engine (at most one byte per cycle); a board whose
 DDR delivers less than that (``ddr_gbps``) bounds the span cycles from below.
