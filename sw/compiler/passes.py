@@ -618,8 +618,17 @@ def _predicted(c: Compilation, steps: list[Step], regions: dict[str, Region] | t
     """Cycle-model cycles of ``steps`` (their bands of the activation buffer included)."""
     if isinstance(regions, tuple):
         regions = {**c.regions, **{r.name: r for r in regions}}
+    regions = _as_placed(regions)
     records = [_record(regions, replace(st, tile_rows=_band_rows(st, c.config)), 0, 0, 0, 0) for st in steps]
     return sum(descriptor_figures(r, c.config, c.ddr_gbps)["cycles"] for r in _fill_views(records))
+
+
+def _as_placed(regions: dict[str, Region]) -> dict[str, Region]:
+    """``regions`` with every region not yet placed (offset -1) at offset 0, for predictions:
+    :func:`_first_fit` places every region on a :data:`REGION_ALIGN` boundary (a multiple of
+    any AXI beat), so offset 0 gives each span the beat alignment it will have; -1 would
+    misalign every span and overcharge it a beat bubble."""
+    return {name: r if r.offset >= 0 else replace(r, offset=0) for name, r in regions.items()}
 
 
 def _band_rows(step: Step, cfg: EngineConfig) -> int:
@@ -987,7 +996,7 @@ def _report_chains(c: Compilation, figures: list[dict[str, Any]], tag: int) -> N
     """Per fused chain: bands, band height, DDR bytes and cycles unfused -> fused."""
     saved_total = 0
     for ch in c.chains.values():
-        regions = {**c.regions, **ch.ddr}
+        regions = _as_placed({**c.regions, **ch.ddr})      # the mids' DDR regions were never placed
         plain = [descriptor_figures(r, c.config, c.ddr_gbps)
                  for r in _fill_views([_record(regions, st, tag, 0, 0, 0) for st in ch.plain])]
         fused = figures[ch.first_step:ch.last_step + 1]
