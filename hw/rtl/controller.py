@@ -338,7 +338,8 @@ class Engine(wiring.Component):
         oy, ox = Signal(16), Signal(16)
         my, mx = Signal(signed(24)), Signal(signed(24))
         sel = Signal(2)                 # 0 src, 1 src2, 2 dst
-        phase = Signal(3)               # per pixel: 0 src, 1 src2, 2 store, 3 next pixel, 4 depthwise taps
+        phase = Signal(3)               # per pixel: 0 src, 1 src2 (PE layers: store + MAC), 2 store,
+        #                                 3 next pixel, 4 depthwise taps
         tap_i, tap_j = Signal(4), Signal(4)
         tap_base = Signal(range(16 * 16 * (1 << len(ci))))  # conv: A index of the next tap's channel 0
         move_base = Signal.like(tap_base)                     # A index of the current move's channel 0

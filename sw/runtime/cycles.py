@@ -2,7 +2,9 @@
 RTL engine (:class:`convforge.hw.rtl.controller.Engine`).
 
 The engine executes one descriptor at a time and one operand move at a time, so the model
-walks its controller's states and adds them up (nothing overlaps). Per descriptor:
+walks its controller's states and adds them up; the one overlap is a PE layer's store span,
+whose data phase runs during the MAC state (the slower of the two sets the pace). Per
+descriptor:
 
 * **fetch** (``FETCH``/``FETCH_DATA``, then ``DECODE``, ``DIV``, ``CHECK``, ``BARRIER``):
   the read latency, :data:`DESCRIPTOR_BYTES` bytes at one byte per cycle plus one bubble per
@@ -247,7 +249,8 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
             per_pixel = mac_cycles(cig, [min(cfg.pe_co, co - g * cfg.pe_co) for g in range(cog)])
             # the drain streams into the store span: the slower of the two sets the pace
             store = s.store(dst, oy, ox, co)
-            compute += padded * ci + int(np.maximum(per_pixel + REQUANT_TAIL_CYCLES, cig + STORE_LEAD_CYCLES + store).sum())
+            paced = np.maximum(per_pixel + REQUANT_TAIL_CYCLES, cig + STORE_LEAD_CYCLES + store)
+            compute += padded * ci + int(paced.sum())
             s.table(cig * cog * weight_tile_bytes(cfg, int(d["w_bits"])))
             s.table(co * 8)
             macs = npx * k * k * ci * co
