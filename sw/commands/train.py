@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=fraction, default=d.val_fraction,
                    help="share of the training data held out for validation (0: none)")
     p.add_argument("--val-every", type=positive_int, default=d.val_every, help="validate every N epochs")
+    p.add_argument("--ema", dest="ema_decay", type=fraction, default=d.ema_decay, metavar="DECAY",
+                   help="float phase: validate and keep an exponential moving average of the weights with this "
+                        "decay per step (0.99 averages ~100 steps; default 0: off)")
     p.add_argument("--export-size", type=image_size, default=d.export_size,
                    help="QGraph input side in pixels (416 holds a whole 400x400 tree tile)")
     p.add_argument("--w-bits", type=_W_BITS, default=d.w_bits)
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         qat_lr=args.qat_lr,
         val_fraction=args.val_fraction,
         val_every=args.val_every,
+        ema_decay=args.ema_decay,
         export_size=args.export_size,
         w_bits=args.w_bits,
         first_w_bits=args.first_w_bits,

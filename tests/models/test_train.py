@@ -142,12 +142,16 @@ def test_smoke_train_float_qat_export_then_int_eval(smoke_run):
     assert np.isfinite(boxes).all()
 
 
-def test_resume_repeats_the_uninterrupted_run(tmp_path):
-    straight = Trainer(_smoke_cfg(tmp_path / "a", float_epochs=2, val_fraction=0.0), log=lambda m: None)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_repeats_the_uninterrupted_run(tmp_path, ema_decay):
+    straight = Trainer(_smoke_cfg(tmp_path / "a", float_epochs=2, val_fraction=0.0, ema_decay=ema_decay),
+                       log=lambda m: None)
     straight.run(("float",))
-    first = Trainer(_smoke_cfg(tmp_path / "b", float_epochs=1, val_fraction=0.0), log=lambda m: None)
+    first = Trainer(_smoke_cfg(tmp_path / "b", float_epochs=1, val_fraction=0.0, ema_decay=ema_decay),
+                    log=lambda m: None)
     first.run(("float",))
-    resumed = Trainer(_smoke_cfg(tmp_path / "b", float_epochs=2, val_fraction=0.0), log=lambda m: None)
+    resumed = Trainer(_smoke_cfg(tmp_path / "b", float_epochs=2, val_fraction=0.0, ema_decay=ema_decay),
+                      log=lambda m: None)
     outcome = resumed.run(("float",), resume=True)
     assert [r["epoch"] for r in outcome.history] == [1, 2]
     a = load_checkpoint(tmp_path / "a" / "float.pt")["state_dict"]
@@ -155,6 +159,24 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
+
+
+def test_ema_keeps_the_moving_average_of_the_steps(tmp_path):
+    # torch's EMA starts at the first step's weights w_1, then ema = d * ema + (1 - d) * w_n:
+    # with decay 0.5, one step per epoch and two epochs, float.pt holds (w_1 + w_2) / 2 while
+    # last.pt holds the raw w_2 (and a one-epoch run without EMA gives w_1).
+    cfg = _smoke_cfg(tmp_path / "e", float_epochs=2, val_fraction=0.0, ema_decay=0.5, limit=2, batch_size=2)
+    Trainer(cfg, log=lambda m: None).run(("float",))
+    raw2 = load_checkpoint(tmp_path / "e" / "last.pt")["state_dict"]
+    kept = load_checkpoint(tmp_path / "e" / "float.pt")["state_dict"]
+    Trainer(_smoke_cfg(tmp_path / "r", float_epochs=1, val_fraction=0.0, limit=2, batch_size=2),
+            log=lambda m: None).run(("float",))
+    raw1 = load_checkpoint(tmp_path / "r" / "float.pt")["state_dict"]
+    weights = [k for k, v in kept.items() if v.is_floating_point() and v.ndim == 4]
+    assert weights
+    for k in weights:
+        assert not torch.equal(kept[k], raw2[k]), k
+        assert torch.allclose(kept[k], (raw1[k] + raw2[k]) / 2, rtol=1e-5, atol=1e-7), k
 
 
 # -- checkpoint errors ----------------------------------------------------------------------
