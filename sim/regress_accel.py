@@ -16,6 +16,7 @@ import json
 import random
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,16 +94,21 @@ def _view(rng: random.Random, heap: _Heap, h: int, w: int, c: int, signed: bool,
             "pixel_stride": ps, "row_stride": rs, "upsample": int(upsample), "signed": int(signed)}
 
 
-def random_program(cfg: EngineConfig, rng: random.Random, layers: int = 5) -> tuple[np.ndarray, int]:
+def random_program(cfg: EngineConfig, rng: random.Random, layers: int = 5,
+                   kinds: Sequence[Opcode] = ALL_KINDS,
+                   dw_shapes: Sequence[tuple[int, int, int]] | None = None) -> tuple[np.ndarray, int]:
     """A buffer image (descriptors at offset 0, random activations after) and its descriptor
-    count (END included)."""
+    count (END included): ``layers`` descriptors, each of ``kinds`` at least once (when
+    ``layers`` allows); ``dw_shapes``: the ``(stride, pad, dilation)`` depthwise layers draw
+    from (default: stride 1, 1 or 2, pad 0-2, dilation 1 or 2)."""
     tag = config_tag(cfg)
     heap = _Heap(DESCRIPTOR_BYTES * (layers + 1))
     records: list[dict[str, Any]] = []
     outputs: list[tuple[dict[str, int], tuple[int, int, int]]] = []
-    kinds = list(ALL_KINDS)
+    pool = tuple(kinds)
+    kinds = list(pool)
     rng.shuffle(kinds)
-    kinds += [rng.choice(ALL_KINDS) for _ in range(layers - len(kinds))]
+    kinds += [rng.choice(pool) for _ in range(layers - len(kinds))]
     tables: list[tuple[int, np.ndarray]] = []
     for op in kinds[:max(layers, 1)]:
         c = rng.randint(1, min(cfg.max_channels, 19))
@@ -144,8 +150,11 @@ def random_program(cfg: EngineConfig, rng: random.Random, layers: int = 5) -> tu
             outputs.append((rec["dst"], (ho, wo, co)))
             continue
         if op in (Opcode.DW_REGULAR, Opcode.DW_SQUARE, Opcode.DW_BILINEAR):
-            s = rng.choice((1, 1, 2))
-            p, d = rng.randint(0, 2), rng.choice((1, 2))
+            if dw_shapes is None:
+                s = rng.choice((1, 1, 2))
+                p, d = rng.randint(0, 2), rng.choice((1, 2))
+            else:
+                s, p, d = rng.choice(dw_shapes)
             if op == Opcode.DW_SQUARE:
                 ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
             else:

@@ -418,6 +418,43 @@ class Engine(wiring.Component):
         coef_r = Signal.like(coef)
         tap_r = Signal(4)
 
+        # DW_REGULAR at stride 1 and dilation 1 (`reuse`): a column cache keeps the pixel's
+        # last two input columns, so each output pixel reads one new column (a span per row)
+        # and accumulates a row's three taps per channel byte. One 24-bit word per (row,
+        # channel), one byte per slot; the slot of tap column j is (slot0 + j) mod 3, and a
+        # slot whose column lies outside the image (padding) contributes 0.
+        reuse = Signal()
+        m.d.comb += reuse.eq(is_dwr & (st == 1) & (desc.dilation == 1))
+        m.submodules.colc = colc = memory.Memory(shape=unsigned(24), depth=3 * cfg.max_channels, init=[])
+        cc_rd, cc_wr = colc.read_port(domain="comb"), colc.write_port(granularity=8)
+        slot0 = Signal(2)
+        live = Signal(3)                # per slot: its column is inside the image
+        row_r, slot_r, prime_r = Signal(2), Signal(2), Signal()   # the current tap's row, slot,
+        #                                 and whether it only fills the cache (a row's first pixel)
+
+        slots = [Signal(2, name=f"slot{j}_of_pixel") for j in range(3)]
+        for j, slot in enumerate(slots):
+            m.d.comb += slot.eq(Mux(slot0 + j >= 3, slot0 + j - 3, slot0 + j))
+
+        def slot_of(j):
+            return slots[j] if isinstance(j, int) else Mux(j == 0, slots[0], Mux(j == 1, slots[1], slots[2]))
+
+        def dw_accumulate(x, write):
+            """Channel ``ch`` of the current tap: ``acc += w[tap] * coef * x`` (with the column
+            cache, plus the row's two cached taps); writes the accumulator when ``write``."""
+            m.d.comb += [dw_rd.addr.eq(ch), acc_rd.addr.eq(ch), cc_rd.addr.eq(row_r * cfg.max_channels + ch)]
+            weights = dw_word.weights.as_value()
+            cached = []
+            for j in range(2):
+                byte = cc_rd.data.word_select(slot_of(j), 8)
+                cached.append(Mux(live.bit_select(slot_of(j), 1), element(byte, desc.src.signed), 0)
+                              * weights.word_select(row_r * 3 + j, 8).as_signed())
+            total = Signal(signed(cfg.acc_bits))
+            m.d.comb += total.eq(acc_now + weights.word_select(tap_r, 8).as_signed() * coef_r * x
+                                 + Mux(reuse, cached[0] + cached[1], 0))
+            with m.If(write):
+                m.d.comb += [acc_wr.addr.eq(ch), acc_wr.data.eq(total), acc_wr.en.eq(1)]
+
         # PE layers: division remainders, MAC loop counters and pipeline registers
         rem_i = Signal(signed(len(ci_eff) + 2))
         rem_o = Signal(signed(len(co) + 2))
@@ -583,7 +620,7 @@ class Engine(wiring.Component):
                     fault(ErrorCode.ADDRESS_RANGE)
                 with m.Else():
                     m.d.sync += [oy.eq(0), ox.eq(0), phase.eq(0), tap_i.eq(0), tap_j.eq(0), first.eq(1),
-                                 tap_base.eq(0), pos.eq(0), stage_pos.eq(0), pos_tile.eq(0)]
+                                 tap_base.eq(0), pos.eq(0), stage_pos.eq(0), pos_tile.eq(0), slot0.eq(0)]
                     with m.If(is_conv):
                         m.next = "LOADW"
                     with m.Elif(is_dw):
@@ -642,7 +679,8 @@ class Engine(wiring.Component):
                                          draining.eq(0), d.eq(0), v1.eq(0), v2.eq(0), dv_r.eq(0), phase.eq(3)]
                             start_move(2, oy, ox)
                         with m.Elif(is_dw):
-                            m.d.sync += [phase.eq(4), tap_i.eq(0), tap_j.eq(0), nb.eq(0)]
+                            # with the column cache only a row's first pixel visits columns 0 and 1
+                            m.d.sync += [phase.eq(4), tap_i.eq(0), tap_j.eq(Mux(reuse & (ox != 0), 2, 0)), nb.eq(0)]
                             with m.If(~is_dwr):
                                 start_move(1, oy, ox)
                         with m.Else():
@@ -655,20 +693,33 @@ class Engine(wiring.Component):
                             with m.If(~is_dwb | (nb == 3)):
                                 m.d.sync += nb.eq(0)
                                 with m.If(tap_j == 2):
-                                    m.d.sync += [tap_j.eq(0), tap_i.eq(tap_i + 1)]
+                                    m.d.sync += [tap_j.eq(Mux(reuse & (ox != 0), 2, 0)), tap_i.eq(tap_i + 1)]
                                 with m.Else():
                                     m.d.sync += tap_j.eq(tap_j + 1)
                             with m.Else():
                                 m.d.sync += nb.eq(nb + 1)
-                            m.d.sync += [coef_r.eq(coef), tap_r.eq(tap_t)]
-                            with m.If(dw_tap_used):
+                            m.d.sync += [coef_r.eq(coef), tap_r.eq(tap_t), row_r.eq(tap_i), slot_r.eq(slot_of(tap_j)),
+                                         prime_r.eq(tap_j != 2)]
+                            row_in, col_in = (ty >= 0) & (ty < hi_), (tx >= 0) & (tx < wi)
+                            with m.If(reuse):
+                                with m.Switch(slot_of(tap_j)):
+                                    for slot in range(3):
+                                        with m.Case(slot):
+                                            m.d.sync += live[slot].eq(col_in)
+                                with m.If(row_in & col_in):
+                                    start_move(0, ty, tx)
+                                with m.Elif(row_in & (tap_j == 2)):
+                                    # the new column is padding: the row's cached taps alone
+                                    m.d.sync += ch.eq(0)
+                                    m.next = "DWZ"
+                            with m.Elif(dw_tap_used):
                                 start_move(0, ty, tx)
                     with m.Case(2):
                         m.d.sync += phase.eq(3)
                         start_move(2, oy, ox)
                     with m.Case(3):
                         m.d.sync += [phase.eq(0), tap_i.eq(0), tap_j.eq(0), first.eq(1), tap_base.eq(0),
-                                     move_base.eq(0), nb.eq(0)]
+                                     move_base.eq(0), nb.eq(0), slot0.eq(slot_of(1))]
                         with m.If(ox == pw - 1):
                             m.d.sync += ox.eq(0)
                             with m.If(oy == ph - 1):
@@ -704,26 +755,33 @@ class Engine(wiring.Component):
                              reader.o.ready.eq(~on_chip), scratch.o.ready.eq(on_chip)]
                 cur = a_read(ch)
                 bigger = Mux(v.signed, byte.as_signed() > cur.as_signed(), byte > cur)
-                # depthwise: acc[c] += w[c][tap] * coef * x
-                m.d.comb += [dw_rd.addr.eq(ch), acc_rd.addr.eq(ch)]
-                dw_w = Signal(signed(8))
-                m.d.comb += dw_w.eq(dw_word.weights.as_value().word_select(tap_r, 8))
-                dw_sum = Signal(signed(cfg.acc_bits))
-                m.d.comb += dw_sum.eq(acc_now + dw_w * coef_r * element(byte, desc.src.signed))
+                # depthwise: acc[c] += w[c][tap] * coef * x (a column-cache fill only stores x)
+                dw_tap = is_dw & (sel == 0)
+                fill = reuse & prime_r
+                accept = byte_valid & (cs_phase == 0)
+                dw_accumulate(element(byte, desc.src.signed), dw_tap & accept & ~fill)
+                m.d.comb += [cc_wr.addr.eq(row_r * cfg.max_channels + ch), cc_wr.data.eq(byte.replicate(3)),
+                             cc_wr.en.eq(Mux(dw_tap & accept & reuse, Const(1, 3) << slot_r, 0))]
                 with m.If(byte_valid):
                     m.d.sync += [pos.eq(pos + 1), cs_phase.eq(cs_next)]
                     with m.If(cs_phase == 0):
                         m.d.sync += ch.eq(ch + 1)
-                        with m.If(is_dw & (sel == 0)):
-                            m.d.comb += [acc_wr.addr.eq(ch), acc_wr.data.eq(dw_sum), acc_wr.en.eq(1)]
-                        with m.Elif(sel == 1):
+                        with m.If(sel == 1):
                             m.d.comb += [b_wr.addr.eq(ch), b_wr.data.eq(byte), b_wr.en.eq(1)]
-                        with m.Else():
+                        with m.Elif(~dw_tap):
                             a_write(move_base + ch, byte, ~is_pool | first | bigger)
                     with m.If(last_pos):
-                        with m.If(sel == 0):
+                        with m.If((sel == 0) & ~(is_dw & fill)):
                             m.d.sync += first.eq(0)
                         m.next = "SEQ"
+            with state("DWZ"):
+                # column cache, right border: the new column is padding, so each channel adds
+                # the row's two cached taps alone (one channel per cycle, no DMA)
+                dw_accumulate(0, 1)
+                m.d.sync += ch.eq(ch + 1)
+                with m.If(ch == ci - 1):
+                    m.d.sync += first.eq(0)
+                    m.next = "SEQ"
             with state("WCMD"):
                 m.d.comb += [writer.cmd_valid.eq(~on_chip), writer.cmd_addr.eq(move_addr), writer.cmd_bytes.eq(span),
                              scratch.wr_valid.eq(on_chip), scratch.wr_addr.eq(move_addr), scratch.wr_bytes.eq(span)]
@@ -840,7 +898,8 @@ class Engine(wiring.Component):
 
         busy_state = ~fsm.ongoing("IDLE") & ~fsm.ongoing("RESET_DRAIN") & ~fsm.ongoing("HUNG")
         exec_state = (fsm.ongoing("SEQ") | fsm.ongoing("ADDR") | fsm.ongoing("RCMD") | fsm.ongoing("RDATA")
-                      | fsm.ongoing("WCMD") | fsm.ongoing("WDATA") | fsm.ongoing("ZFILL") | fsm.ongoing("MAC")
+                      | fsm.ongoing("WCMD") | fsm.ongoing("WDATA") | fsm.ongoing("ZFILL") | fsm.ongoing("DWZ")
+                      | fsm.ongoing("MAC")
                       | fsm.ongoing("LOADW") | fsm.ongoing("LOADW_DATA") | fsm.ongoing("LOADRQ")
                       | fsm.ongoing("LOADRQ_DATA") | fsm.ongoing("LOADDW") | fsm.ongoing("LOADDW_DATA"))
         m.d.comb += [self.busy.eq(busy_state),

@@ -259,7 +259,20 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
         band = int(d.get("band_top", 0))
         s.table(ci * 16)
         compute += npx * DW_PIXEL_CYCLES
-        if op == Opcode.DW_REGULAR:
+        if op == Opcode.DW_REGULAR and st == 1 and dil == 1:
+            # the column cache: a row's first pixel reads its three columns, every other pixel
+            # the new column only (9 + end and 3 + end tap steps); a new column in the padding
+            # adds the row's two cached taps alone, one channel per cycle
+            compute += ho * (10 + 4 * (wo - 1))
+            new_cols = np.arange(wo) - pad + 2
+            cols = np.concatenate([np.arange(-pad, 2 - pad), new_cols])
+            cols = cols[(cols >= 0) & (cols < wi)]
+            padded_new = int(((new_cols < 0) | (new_cols >= wi)).sum())
+            for i in range(3):
+                rows = _taps(ho, 1, band - pad, i, hi)
+                s.move(src, rows, cols, ci)
+                compute += rows.size * padded_new * ci
+        elif op == Opcode.DW_REGULAR:
             compute += 10 * npx                                    # 9 taps + end of taps
             for i in range(3):
                 for j in range(3):

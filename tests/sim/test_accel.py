@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convforge.hw.layouts import Opcode
 from convforge.sim.regress_accel import (
     ACCEL_TEST_CONFIG,
     EngineRun,
@@ -38,6 +39,22 @@ def test_random_programs_of_every_built_kind_bit_exact_and_every_fault_flagged()
     runs += fault_cases(cfg, image, n, rng)
     runs.append(EngineRun("after_soft_reset", image, n))
     run_engine(cfg, runs, seed=8)
+    problems = [p for r in runs for p in check_run(cfg, r)]
+    assert not problems, "\n".join(problems)
+
+
+def test_depthwise_column_cache_bit_exact_at_every_border():
+    # DW_REGULAR at stride 1, dilation 1 reads one new column per pixel (the column cache):
+    # pads 0-2 (a new column left or right of the image, both at once on 1-2 px wide inputs),
+    # widths 1-7, channel strides 1-3, upsampled and signed inputs, AXI pauses
+    cfg = ACCEL_TEST_CONFIG
+    rng = random.Random(31)
+    runs = []
+    for i in range(2):
+        image, n = random_program(cfg, rng, layers=10, kinds=(Opcode.DW_REGULAR,),
+                                  dw_shapes=[(1, pad, 1) for pad in (0, 1, 1, 2)])
+        runs.append(EngineRun(f"column_cache{i}", image, n))
+    run_engine(cfg, runs, seed=31)
     problems = [p for r in runs for p in check_run(cfg, r)]
     assert not problems, "\n".join(problems)
 
