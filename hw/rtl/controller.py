@@ -17,7 +17,9 @@ zero; the PE array multiplies one ``pe_co x pe_ci`` tile by one word of A per cy
 :class:`~convforge.hw.rtl.requant.Requant`, one channel per cycle), DW_REGULAR / DW_SQUARE / DW_BILINEAR
 (per-channel words on chip, per-channel accumulators, each tap -- for bilinear each of
 its four neighbours with its ``(1-f)``/``f`` weight product -- accumulated as its span
-streams in; then requant). Opcodes 9..15 are BAD_OPCODE.
+streams in; then requant; DW_REGULAR at stride 1 and dilation 1 keeps the pixel's last
+two input columns in a column cache and reads one new column per pixel, accumulating a
+row's three taps per byte). Opcodes 9..15 are BAD_OPCODE.
 
 Execution, per output pixel ``(y, x)`` of a descriptor: each operand's channel vector is
 one DMA span ``[addr, addr + (C-1)*channel_stride + 1)`` with
@@ -26,16 +28,18 @@ one DMA span ``[addr, addr + (C-1)*channel_stride + 1)`` with
 an on-chip channel buffer (every ``channel_stride``-th byte), the result is scattered back
 with write strobes. Max pool loads each in-bounds tap into the running maximum; ADD loads
 ``src`` and ``src2`` then streams both through the residual-add pipeline into the writer.
-Cost: about ``span + 12`` cycles per span plus the AXI latency (one byte per cycle), one
-128-byte read per descriptor; PE layers add about ``ceil(C_out/pe_co) * max(ceil(k*k*C_in/pe_ci),
+Cost: about ``span + 12`` cycles per span plus the AXI latency (one byte per cycle; a
+``src`` span into buffer A -- PE layers, COPY, ADD -- from DDR at channel stride 1 moves a
+beat per cycle, split where it crosses an A word), one 128-byte read per descriptor; PE
+layers add about ``ceil(C_out/pe_co) * max(ceil(k*k*C_in/pe_ci),
 min(pe_co, C_out) + 2)`` cycles per output pixel (``pe_ci * pe_co`` MACs per cycle while
 issuing; a finished output group drains through requant, one channel per cycle, while the
 next group issues) and the table loads, one byte per cycle; depthwise layers one MAC per
-tap byte as it streams in, the pixel's first used tap overwriting the accumulators (no
-clear pass), and their accumulators stream through requant straight into the store span
-(the depthwise unit's lanes are not used yet). Operands still move one byte per cycle per
-span: the span overhead, not the PE array, bounds most layers. Exact figures:
-:mod:`convforge.sw.runtime.cycles`.
+tap byte as it streams in (three per byte with the column cache), the pixel's first used
+tap overwriting the accumulators (no clear pass), and their accumulators stream through
+requant straight into the store span (the depthwise unit's lanes are not used yet).
+Depthwise reads, stores and the drain still move one byte per cycle: they, not the PE
+array, bound most layers. Exact figures: :mod:`convforge.sw.runtime.cycles`.
 
 Fusion scratchpad: an operand view with the ``onchip`` flag addresses the
 :class:`~convforge.hw.rtl.dma.Scratchpad` (``fuse_buffer_bytes``, offsets from its byte 0,
@@ -762,18 +766,38 @@ class Engine(wiring.Component):
                 dw_accumulate(element(byte, desc.src.signed), dw_tap & accept & ~fill)
                 m.d.comb += [cc_wr.addr.eq(row_r * cfg.max_channels + ch), cc_wr.data.eq(byte.replicate(3)),
                              cc_wr.en.eq(Mux(dw_tap & accept & reuse, Const(1, 3) << slot_r, 0))]
-                with m.If(byte_valid):
-                    m.d.sync += [pos.eq(pos + 1), cs_phase.eq(cs_next)]
-                    with m.If(cs_phase == 0):
-                        m.d.sync += ch.eq(ch + 1)
-                        with m.If(sel == 1):
-                            m.d.comb += [b_wr.addr.eq(ch), b_wr.data.eq(byte), b_wr.en.eq(1)]
-                        with m.Elif(~dw_tap):
-                            a_write(move_base + ch, byte, ~is_pool | first | bigger)
-                    with m.If(last_pos):
-                        with m.If((sel == 0) & ~(is_dw & fill)):
-                            m.d.sync += first.eq(0)
+                # a src span into A (PE layers, COPY, ADD's a) from DDR at channel stride 1 goes
+                # wide: each cycle the held beat's bytes up to the end of A's word (a rotation
+                # into A's lanes)
+                wide = (is_conv | is_copy | is_add) & (sel == 0) & ~on_chip & (v.channel_stride == 1)
+                a_idx = move_base + ch
+                lane0 = a_idx[:lg_ci] if lg_ci else Const(0, 1)
+                room = cfg.pe_ci - lane0
+                n_wide = Signal(range(max(cfg.pe_ci, cfg.axi_data_bits // 8) + 1))
+                m.d.comb += n_wide.eq(Mux(reader.beat_avail < room, reader.beat_avail, room))
+                lb = exact_log2(cfg.axi_data_bits // 8)
+                with m.If(wide):
+                    lanes = range(cfg.pe_ci)
+                    m.d.comb += [reader.wide.eq(1), reader.take.eq(n_wide), a_wr.addr.eq(a_idx >> lg_ci),
+                                 a_wr.data.eq(Cat(reader.beat_data.word_select((reader.beat_pos + lane - lane0)[:lb], 8)
+                                                  for lane in lanes)),
+                                 a_wr.en.eq(Cat((lane >= lane0) & (lane < lane0 + n_wide) for lane in lanes))]
+                    m.d.sync += [pos.eq(pos + n_wide), ch.eq(ch + n_wide)]
+                    with m.If((n_wide != 0) & (pos + n_wide == span)):
                         m.next = "SEQ"
+                with m.Else():
+                    with m.If(byte_valid):
+                        m.d.sync += [pos.eq(pos + 1), cs_phase.eq(cs_next)]
+                        with m.If(cs_phase == 0):
+                            m.d.sync += ch.eq(ch + 1)
+                            with m.If(sel == 1):
+                                m.d.comb += [b_wr.addr.eq(ch), b_wr.data.eq(byte), b_wr.en.eq(1)]
+                            with m.Elif(~dw_tap):
+                                a_write(move_base + ch, byte, ~is_pool | first | bigger)
+                        with m.If(last_pos):
+                            with m.If((sel == 0) & ~(is_dw & fill)):
+                                m.d.sync += first.eq(0)
+                            m.next = "SEQ"
             with state("DWZ"):
                 # column cache, right border: the new column is padding, so each channel adds
                 # the row's two cached taps alone (one channel per cycle, no DMA)

@@ -16,8 +16,10 @@ ahead of R); the write engine sends one burst's AW then its W beats, and does no
 for B before the next burst (B responses are counted).
 
 Throughput: one byte per cycle on the stream side (a ``data_bits`` beat every
-``data_bits / 8`` cycles). Latency: a read command's first byte arrives 2 cycles after
-the first R beat.
+``data_bits / 8`` cycles); a consumer that raises ``wide`` instead takes any number of
+the current beat's bytes per cycle (``take``, up to ``beat_avail``), so a whole beat can
+go in one cycle and the next follows one cycle later (the engine holds one beat). Latency:
+a read command's first byte arrives 2 cycles after the first R beat.
 
 Errors: a ``RRESP`` / ``BRESP`` of SLVERR or DECERR is latched in ``error`` (the first one
 wins) until ``clear``. ``abort`` stops issuing new bursts and drops the rest of the stream;
@@ -86,6 +88,10 @@ class ReadDma(wiring.Component):
         cmd_addr: In(addr_bits) bytes; cmd_bytes: In(SPAN_BITS) bytes (>= 1);
         cmd_valid: In(1); cmd_ready: Out(1) (high when idle).
         o: Out(stream of 8 bits) -- the bytes in address order.
+        wide: In(1) -- the consumer takes ``take`` bytes this cycle instead of ``o``'s
+            handshake; beat_data: Out(data_bits) the held beat, beat_pos: Out(log2 bytes)
+            its next byte, beat_avail: Out(range(bytes + 1)) the span's bytes left in it
+            (0 when none is held); take: In(range(bytes + 1)), at most ``beat_avail``.
         abort, clear: In(1) pulses; error: Out(2) latched :class:`Resp`; idle: Out(1).
         beat: Out(1) -- an R beat was accepted this cycle (byte counters).
     """
@@ -100,6 +106,9 @@ class ReadDma(wiring.Component):
             "axi": Out(wiring.Signature(ports)),
             "cmd_addr": In(addr_bits), "cmd_bytes": In(SPAN_BITS), "cmd_valid": In(1), "cmd_ready": Out(1),
             "o": Out(stream.Signature(8)),
+            "wide": In(1), "take": In(range(data_bits // 8 + 1)),
+            "beat_data": Out(data_bits), "beat_pos": Out(range(data_bits // 8)),
+            "beat_avail": Out(range(data_bits // 8 + 1)),
             "abort": In(1), "clear": In(1), "error": Out(2), "idle": Out(1), "beat": Out(1),
         })
 
@@ -155,13 +164,19 @@ class ReadDma(wiring.Component):
             with m.If((axi.rresp != Resp.OKAY) & (self.error == 0)):
                 m.d.sync += self.error.eq(axi.rresp)
         drop = self.abort | (out_left == 0)
+        in_beat = (1 << lb) - byte_idx
+        avail = Signal.like(self.beat_avail)
         m.d.comb += [self.o.payload.eq(buf.word_select(byte_idx, 8)),
-                     self.o.valid.eq(buf_valid & ~drop)]
+                     self.o.valid.eq(buf_valid & ~drop),
+                     avail.eq(Mux(buf_valid & ~drop, Mux(out_left < in_beat, out_left, in_beat), 0)),
+                     self.beat_data.eq(buf), self.beat_pos.eq(byte_idx), self.beat_avail.eq(avail)]
+        taken = Signal.like(self.take)      # bytes the consumer takes this cycle
+        m.d.comb += taken.eq(Mux(self.wide, self.take, self.o.valid & self.o.ready))
         with m.If(buf_valid & drop):
             m.d.sync += [buf_valid.eq(0), out_left.eq(0)]
-        with m.Elif(self.o.valid & self.o.ready):
-            m.d.sync += [out_left.eq(out_left - 1), byte_idx.eq(byte_idx + 1)]
-            with m.If((byte_idx == (1 << lb) - 1) | (out_left == 1)):
+        with m.Elif(taken != 0):
+            m.d.sync += [out_left.eq(out_left - taken), byte_idx.eq(byte_idx + taken)]
+            with m.If(taken == avail):
                 m.d.sync += buf_valid.eq(0)
         with m.If(self.clear):
             m.d.sync += self.error.eq(0)

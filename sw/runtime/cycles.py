@@ -15,15 +15,19 @@ descriptor:
   byte per cycle after :data:`SPAN_SETUP_CYCLES` cycles of set-up, plus the read latency
   (:attr:`CycleCoefficients.read_latency`) on DDR reads, :data:`SCRATCH_READ_LATENCY` on
   scratchpad reads, and :data:`BEAT_BUBBLE_CYCLES` per AXI beat after the first (the beat
-  count follows the span's byte address, so alignment is exact); table loads (weights,
-  requant words, depthwise words) are one read span each;
+  count follows the span's byte address, so alignment is exact); a ``src`` span into
+  buffer A (PE layers, COPY, ADD) from DDR at channel stride 1 moves wide: one cycle per
+  piece of a beat that falls in one ``pe_ci``-byte word of A instead of one per byte;
+  table loads (weights, requant words, depthwise words) are one read span each;
 * **steps** (``SEQ``): one cycle per tap and per phase of each output pixel;
 * **compute**: PE layers issue ``ceil(k*k*C_in/pe_ci)`` cycles per output group and drain
   one channel per cycle while the next group issues (:func:`mac_cycles`), plus
   :data:`REQUANT_TAIL_CYCLES` per pixel; padded taps zero-fill ``C_in`` cycles; depthwise
   layers stream their accumulators through requant into the store span
   (:data:`DW_PIXEL_CYCLES` per pixel; a pixel's first tap overwrites the accumulators, so
-  there is no clear pass).
+  there is no clear pass); DW_REGULAR at stride 1 and dilation 1 reads a row's three
+  columns at its first pixel and one new column per pixel after it (the column cache),
+  and a new column in the padding costs ``C`` cycles per row.
 
 Deformable layers depend on their maps: the RTL skips a square layer's taps outside the
 image and a bilinear layer's neighbours outside it or with a zero weight. Given the map's
@@ -100,18 +104,20 @@ class CycleCoefficients:
 class _Spans:
     """Accumulates span cycles and DDR bytes of one descriptor."""
 
-    def __init__(self, beat: int, coeff: CycleCoefficients) -> None:
-        self.beat, self.coeff = beat, coeff
+    def __init__(self, beat: int, coeff: CycleCoefficients, word: int = 1) -> None:
+        self.beat, self.coeff, self.word = beat, coeff, word
         self.cycles = 0
         self.read_bytes = 0         # whole R beats, as the RTL's DMA_RD_BYTES counts them
         self.write_bytes = 0        # strobed bytes, as DMA_WR_BYTES counts them
         self.scratch_bytes = 0
 
     def _data(self, view: dict[str, Any], ys: np.ndarray, xs: np.ndarray, channels: int, write: bool,
-              paired: bool) -> np.ndarray:
+              paired: bool, a_index: int | None = None) -> np.ndarray:
         """Data cycles of each span (one per pixel of ``ys x xs``, or per pair with ``paired``):
         its bytes plus one bubble per AXI beat after the first (none on the scratchpad);
-        counts the bytes moved."""
+        counts the bytes moved. ``a_index``: the span fills activation buffer A from this
+        byte on, wide when it comes from DDR at channel stride 1 (one cycle per piece of a
+        beat inside one A word of ``word`` bytes, instead of one per byte)."""
         span = (channels - 1) * int(view.get("channel_stride", 1) or 1) + 1
         n = xs.size if paired else ys.size * xs.size
         if int(view.get("onchip", 0)):
@@ -127,15 +133,28 @@ class _Spans:
             self.write_bytes += n * channels
         else:
             self.read_bytes += int(beats.sum()) * self.beat
+        if a_index is not None and span == channels:
+            # pieces = 1 + the distinct beat and A-word boundaries inside the span; both sizes
+            # are powers of two, so the smaller one's boundaries fall on the larger one's
+            # either always or never
+            lead = lead.reshape(-1)
+            small = min(self.beat, self.word)
+            a_bounds = (a_index % self.word + span - 1) // self.word
+            coincide = (a_index - lead) % small == 0
+            if self.word <= self.beat:
+                pieces = 1 + a_bounds + np.where(coincide, 0, beats - 1)
+            else:
+                pieces = 1 + (beats - 1) + np.where(coincide, 0, a_bounds)
+            return pieces + (beats - 1) * BEAT_BUBBLE_CYCLES
         return span + (beats - 1) * BEAT_BUBBLE_CYCLES
 
     def move(self, view: dict[str, Any], ys: np.ndarray, xs: np.ndarray, channels: int, write: bool = False,
-             paired: bool = False) -> None:
+             paired: bool = False, a_index: int | None = None) -> None:
         """One span per pixel of ``ys x xs`` (rows, columns of the view's logical image); with
-        ``paired``, one span per pair ``(ys[i], xs[i])``."""
+        ``paired``, one span per pair ``(ys[i], xs[i])``; ``a_index``: see :meth:`_data`."""
         if ys.size == 0 or xs.size == 0 or channels <= 0:
             return
-        per_span = self._data(view, ys, xs, channels, write, paired)
+        per_span = self._data(view, ys, xs, channels, write, paired, a_index)
         latency = 0 if write else (SCRATCH_READ_LATENCY if int(view.get("onchip", 0)) else self.coeff.read_latency)
         self.cycles += int(per_span.sum()) + per_span.size * (SPAN_SETUP_CYCLES + latency)
 
@@ -215,7 +234,7 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
     fetch = (coeff.read_latency + DESCRIPTOR_BYTES + (DESCRIPTOR_BYTES // beat - 1) * BEAT_BUBBLE_CYCLES
              + coeff.descriptor_overhead)
     compute = max(cig, cog) + 1                      # DIV
-    s = _Spans(beat, coeff)
+    s = _Spans(beat, coeff, cfg.pe_ci)
     src, src2, dst = d["src"], d["src2"], d["dst"]
     oy, ox = np.arange(ho), np.arange(wo)
     npx = ho * wo
@@ -223,12 +242,12 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
     if op == Opcode.COPY:
         unit = "dma"
         iy, ix = np.arange(hi), np.arange(wi)
-        s.move(src, iy, ix, ci)
+        s.move(src, iy, ix, ci, a_index=0)
         s.move(dst, iy, ix, ci, write=True)
         compute += _STEPS[op] * hi * wi
     elif op == Opcode.ADD:
         unit = "add"
-        s.move(src, oy, ox, ci)
+        s.move(src, oy, ox, ci, a_index=0)
         s.move(src2, oy, ox, co)
         s.move(dst, oy, ox, co, write=True)
         compute += (_STEPS[op] + ADD_LATENCY) * npx          # the store waits for the add pipeline
@@ -238,7 +257,7 @@ def descriptor_figures(d: dict[str, Any], cfg: EngineConfig, ddr_gbps: float = D
             ty = _taps(ho, st, -pad, i * dil, hi)
             for j in range(k):
                 tx = _taps(wo, st, -pad, j * dil, wi)
-                s.move(src, ty, tx, ci)
+                s.move(src, ty, tx, ci, a_index=None if op == Opcode.MAXPOOL else (i * k + j) * ci)
                 padded += npx - ty.size * tx.size
         compute += (k * k + _STEPS[op]) * npx
         if op == Opcode.MAXPOOL:

@@ -13,6 +13,7 @@ from convforge.sw.runtime.cycles import (
     BEAT_BUBBLE_CYCLES,
     MAC_PIPELINE_CYCLES,
     REQUANT_TAIL_CYCLES,
+    SCRATCH_READ_LATENCY,
     SPAN_SETUP_CYCLES,
     STORE_LEAD_CYCLES,
     CycleCoefficients,
@@ -39,8 +40,9 @@ def test_pointwise_layer_adds_up_its_spans_mac_groups_and_tables():
     coeff = CycleCoefficients()
     f = descriptor_figures(_pw_descriptor(), cfg, ddr_gbps=1000.0)
     npx, beat = 64, 16
-    # per pixel: 64 input bytes (4 beats) and 48 output bytes (3 beats), both beat-aligned
-    reads = npx * (SPAN_SETUP_CYCLES + coeff.read_latency + 64 + 3 * BEAT_BUBBLE_CYCLES)
+    # per pixel: 64 input bytes (4 beats) and 48 output bytes (3 beats), both beat-aligned;
+    # the input goes into buffer A wide, one beat (= one 16-byte A word) per cycle
+    reads = npx * (SPAN_SETUP_CYCLES + coeff.read_latency + 4 + 3 * BEAT_BUBBLE_CYCLES)
     writes = npx * SPAN_SETUP_CYCLES          # the store's data phase overlaps the MAC state
     tiles, wbytes, rqbytes = 4 * 3, 4 * 3 * 128, 48 * 8
     tables = sum(1 + coeff.read_latency + b + (b // beat - 1) * BEAT_BUBBLE_CYCLES for b in (wbytes, rqbytes))
@@ -78,12 +80,21 @@ def test_misaligned_spans_cost_a_bubble_per_extra_beat_and_onchip_spans_have_no_
     aligned = descriptor_figures(_pw_descriptor(), cfg)
     shifted = _pw_descriptor()
     shifted["src"] = {**shifted["src"], "offset": 8}      # every 64-byte span now touches 5 beats
-    assert descriptor_figures(shifted, cfg)["dma_cycles"] == aligned["dma_cycles"] + 64 * BEAT_BUBBLE_CYCLES
+    # ... and each of the 4 boundaries between them falls mid A word: 8 pieces instead of 4
+    assert descriptor_figures(shifted, cfg)["dma_cycles"] == aligned["dma_cycles"] + 64 * (BEAT_BUBBLE_CYCLES + 4)
+    # a byte-serial span (channel stride 2: no wide path) pays only the extra beat's bubble
+    strided = _pw_descriptor(ci=32)
+    strided["src"] = {**strided["src"], "channel_stride": 2}
+    shifted = {**strided, "src": {**strided["src"], "offset": 8}}
+    assert (descriptor_figures(shifted, cfg)["dma_cycles"]
+            == descriptor_figures(strided, cfg)["dma_cycles"] + 64 * BEAT_BUBBLE_CYCLES)
     onchip = _pw_descriptor()
     onchip["src"] = {**onchip["src"], "onchip": 1}
     f = descriptor_figures(onchip, cfg)
     assert f["scratch_bytes"] == 64 * 64 and f["ddr_read_bytes"] < aligned["ddr_read_bytes"]
-    assert f["dma_cycles"] < aligned["dma_cycles"]
+    # the scratchpad's byte stream: no beats, no bubbles, no wide path (64 cycles a span)
+    ddr_span = CycleCoefficients().read_latency + 4 + 3 * BEAT_BUBBLE_CYCLES
+    assert f["dma_cycles"] == aligned["dma_cycles"] + 64 * (SCRATCH_READ_LATENCY + 64 - ddr_span)
 
 
 def test_padded_taps_zero_fill_instead_of_reading():
